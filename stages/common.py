@@ -1,0 +1,128 @@
+"""Helpers every stage shares: params, logging, atomic outputs, subprocess calls."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS_FILE = ROOT / "params.yaml"
+log = logging.getLogger("pipeline")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def load_params(path: Path = PARAMS_FILE) -> dict:
+    """The whole params.yaml, checked against the schema (every problem reported at once)."""
+    from stages.schema import validate
+
+    with open(path, encoding="utf-8") as f:
+        params = yaml.safe_load(f) or {}
+    return validate(params)
+
+
+def declared_params(stage: str, dvc_yaml: Path = ROOT / "dvc.yaml") -> list[str]:
+    """The params keys `stage` declares in dvc.yaml (a foreach stage's `do` block included)."""
+    with open(dvc_yaml, encoding="utf-8") as f:
+        spec = yaml.safe_load(f)["stages"][stage]
+    return [k for k in spec.get("do", spec).get("params", []) if isinstance(k, str)]
+
+
+def project(params: dict, keys: list[str]) -> dict:
+    """Only the dotted `keys` of `params`, nested as in params.yaml."""
+    out: dict = {}
+    for key in keys:
+        *parents, leaf = key.split(".")
+        src, dst = params, out
+        for part in parents:
+            src, dst = src[part], dst.setdefault(part, {})
+        dst[leaf] = src[leaf]
+    return out
+
+
+def stage_params(stage: str) -> dict:
+    """The whole params.yaml is checked, then the stage gets only what it declares in dvc.yaml,
+    so reading an undeclared key fails loudly (KeyError) instead of going stale in DVC's cache."""
+    return project(load_params(), declared_params(stage))
+
+
+def count(n: int, noun: str) -> str:
+    """`1,204 samples` - counts the way a person reads them."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: Path) -> Iterator[Path]:
+    """Yield an empty temp dir beside `dest`; on success it replaces `dest`, on failure `dest` is untouched."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield tmp
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        if dest.exists() or dest.is_symlink():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        if old.exists():
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_atomic(dest: Path, text: str) -> None:
+    """Write a whole text file or nothing: temp file in the same dir, then rename."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(dest: Path, obj) -> None:
+    write_atomic(dest, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def write_jsonl(dest: Path, rows) -> None:
+    write_atomic(dest, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run(argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Run a command from an argv list (never a shell string), with extra environment variables."""
+    log.info("$ %s", " ".join(argv))
+    subprocess.run(argv, check=True, env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+def swift_exe() -> str:
+    """The `swift` command of the running interpreter's environment (falls back to PATH)."""
+    beside = Path(sys.executable).parent / "swift"
+    return str(beside) if beside.is_file() else "swift"
+
+
+def swift_env(model: dict) -> dict[str, str]:
+    """Environment for swift sft/infer: offline (the model is local by now) and the image token budget,
+    which must be the same at training and inference."""
+    return {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1",
+            "IMAGE_MAX_TOKEN_NUM": str(model["image_max_token_num"])}

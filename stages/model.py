@@ -1,0 +1,88 @@
+"""Stage `model`: put the base model into models/base.
+
+builtin    - a tiny random Qwen3-VL built offline, deterministic from the seed (the embedded default);
+local      - an existing model directory, hard-linked (no copy) where the filesystem allows;
+modelscope - a ModelScope download at a pinned revision (token from MODELSCOPE_API_TOKEN only).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from stages.common import ROOT, atomic_dir, setup_logging, stage_params
+
+OUT = ROOT / "models" / "base"
+log = logging.getLogger("model")
+
+REQUIRED = ("config.json", "tokenizer_config.json")
+
+
+def check_model_dir(path: Path) -> None:
+    """A usable HF model dir has a config, a tokenizer and weights; name what is missing."""
+    missing = [f for f in REQUIRED if not (path / f).is_file()]
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        missing.append("*.safetensors (model weights)")
+    if missing:
+        raise FileNotFoundError(f"model directory {path} is incomplete: missing {', '.join(missing)}")
+
+
+def remote_code(path: Path) -> list[str]:
+    """What in a model dir would make transformers run the repository's own code (ms-swift trusts it)."""
+    found = sorted(str(p.relative_to(path)) for p in path.rglob("*.py"))
+    config = path / "config.json"
+    if config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8")):
+        found.append("config.json: auto_map")
+    return found
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Hard-link every file of src into dst (no multi-GB copy); copy where links are impossible."""
+    def link_or_copy(s, d):
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+    shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True)
+
+
+def download(model_id: str, revision: str, dst: Path) -> None:
+    from modelscope import snapshot_download
+    from modelscope.hub.api import HubApi
+
+    if token := os.environ.get("MODELSCOPE_API_TOKEN"):
+        HubApi().login(token)
+    log.info("downloading %s@%s from ModelScope", model_id, revision)
+    snapshot_download(model_id, revision=revision, local_dir=str(dst))
+
+
+def obtain(cfg: dict, seed: int, dst: Path) -> None:
+    if cfg["source"] == "builtin":
+        from stages.tiny_qwen import build_tiny_qwen3_vl
+        build_tiny_qwen3_vl(dst, seed, **cfg["builtin"])
+    elif cfg["source"] == "local":
+        src = (ROOT / cfg["local_dir"]).resolve()
+        if not src.is_dir():
+            raise FileNotFoundError(f"model.local_dir: {src} is not a directory")
+        check_model_dir(src)
+        link_tree(src, dst)
+    else:
+        download(cfg["model_id"], cfg["revision"], dst)
+    check_model_dir(dst)
+    if found := remote_code(dst):
+        raise PermissionError(f"the model ships code that ms-swift would run ({', '.join(found)}); "
+                              "Qwen2/2.5/3-VL need none. Refusing.")
+
+
+def main() -> None:
+    setup_logging()
+    p = stage_params("model")
+    with atomic_dir(OUT) as tmp:
+        obtain(p["model"], p["seed"], tmp)
+    log.info("base model (%s) ready in %s", p["model"]["source"], OUT.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The schema of params.yaml: every key typed and ranged, checked before any stage does work.
+
+All problems are reported at once, each naming the key, what was given and what is valid;
+an unknown key gets the closest valid key suggested (a typo such as `lora.rnak`).
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PosInt = Field(gt=0)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Builtin(Section):
+    hidden_size: int = Field(64, gt=0, multiple_of=8)
+    num_hidden_layers: int = Field(2, gt=0)
+    vision_depth: int = Field(2, gt=0)
+    vision_hidden_size: int = Field(64, gt=0, multiple_of=8)
+
+
+class Model(Section):
+    source: Literal["builtin", "local", "modelscope"]
+    model_id: str
+    revision: str = "master"
+    local_dir: str = ""
+    model_type: Literal["qwen3_vl", "qwen2_5_vl", "qwen2_vl"]
+    template: str = ""
+    image_max_token_num: int = Field(gt=0)
+    builtin: Builtin = Builtin()
+
+    @model_validator(mode="after")
+    def _source_needs(self):
+        if self.source == "local" and not self.local_dir:
+            raise ValueError("model.source is 'local', so model.local_dir must name a model directory")
+        if self.source == "builtin" and self.model_type != "qwen3_vl":
+            raise ValueError("model.source 'builtin' builds a Qwen3-VL: model.model_type must be 'qwen3_vl'")
+        return self
+
+
+class Synth(Section):
+    out_dir: str
+    num_samples: int = Field(gt=0)
+    image_size: int = Field(ge=32, le=2048)
+    max_distance: int = Field(gt=0)
+    blur_per_step: float = Field(gt=0)
+    noise_std: float = Field(ge=0, le=1)
+    brightness_jitter: float = Field(ge=0, lt=1)
+
+
+class Data(Section):
+    raw_dir: str
+    labels: str
+    id_column: str
+    image_columns: list[str] = Field(min_length=1)
+    answer_columns: list[str] = Field(min_length=1)
+    prompt: str = Field(min_length=1)
+    system: str = ""
+    val_ratio: float = Field(ge=0, lt=1)
+    test_ratio: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ratios(self):
+        if self.val_ratio + self.test_ratio >= 1:
+            raise ValueError(f"data.val_ratio + data.test_ratio must be < 1 (leave data to train on), "
+                             f"got {self.val_ratio} + {self.test_ratio}")
+        return self
+
+
+class Lora(Section):
+    rank: int = Field(gt=0)
+    alpha: int = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+    target_modules: list[str] = Field(min_length=1)
+
+
+class Train(Section):
+    freeze_vit: bool
+    freeze_aligner: bool
+    num_train_epochs: float = Field(gt=0)
+    learning_rate: float = Field(gt=0, lt=1)
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"]
+    warmup_ratio: float = Field(ge=0, lt=1)
+    per_device_train_batch_size: int = Field(gt=0)
+    gradient_accumulation_steps: int = Field(gt=0)
+    max_length: int = Field(gt=0)
+    torch_dtype: Literal["float32", "bfloat16", "float16"]
+    gradient_checkpointing: bool
+    logging_steps: int = Field(gt=0)
+    eval_steps: int = Field(gt=0)
+    dataloader_num_workers: int = Field(ge=0)
+
+
+class Infer(Section):
+    infer_backend: Literal["transformers", "vllm", "sglang", "lmdeploy"]
+    max_batch_size: int = Field(gt=0)
+    max_new_tokens: int = Field(gt=0, le=8192)
+
+
+class Score(Section):
+    distance_tolerance: int = Field(ge=0)
+
+
+class Params(Section):
+    seed: int = Field(ge=0)
+    model: Model
+    synth: Synth
+    data: Data
+    lora: Lora
+    train: Train
+    infer: Infer
+    score: Score
+
+
+class ParamsError(ValueError):
+    """params.yaml does not fit the schema; the message lists every problem."""
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _describe(err: dict) -> str:
+    loc = tuple(p for p in err["loc"])
+    key = ".".join(str(p) for p in loc) or "params.yaml"
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(Params, loc)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"{key}: unknown key; {hint}valid keys here: {', '.join(valid)}"
+    if err["type"] == "missing":
+        return f"{key}: missing"
+    given = err.get("input")
+    msg = err["msg"].removeprefix("Value error, ")
+    if isinstance(given, str) and err["type"] == "float_type":
+        msg += " (write floats with a dot, e.g. 1.0e-4: YAML reads 1e-4 as a string)"
+    return f"{key}: {msg}, got {given!r}" if err["type"] != "value_error" else msg
+
+
+def validate(params: dict) -> dict:
+    """Check the whole params dict; return it with defaults filled in, or raise ParamsError listing all problems."""
+    try:
+        return Params.model_validate(params).model_dump()
+    except ValidationError as e:
+        problems = [_describe(err) for err in e.errors()]
+        raise ParamsError(f"params.yaml has {len(problems)} problem(s):\n  " + "\n  ".join(problems)) from None

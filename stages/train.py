@@ -1,0 +1,107 @@
+"""Stage `train`: `swift sft --tuner_type lora` with every knob from params.yaml.
+
+ms-swift writes checkpoints into models/checkpoints (scratch, not a DVC output); the checkpoint with the
+lowest eval loss is exported to models/adapter, and the log becomes curves and a summary under metrics/.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import shutil
+from pathlib import Path
+
+from stages.common import (ROOT, atomic_dir, read_jsonl, run, setup_logging, stage_params, swift_env,
+                           swift_exe, write_atomic, write_json)
+
+ADAPTER = ROOT / "models" / "adapter"
+WORK = ROOT / "models" / "checkpoints"
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "additional_config.json", "args.json")
+log = logging.getLogger("train")
+
+
+def flag(value) -> str:
+    """ms-swift's argparse reads booleans as the words true/false."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def sft_argv(p: dict, output_dir: str) -> list[str]:
+    """params -> the `swift sft` command line (argv list, never a shell string)."""
+    m, lora, t = p["model"], p["lora"], p["train"]
+    argv = [swift_exe(), "sft", "--model", "models/base", "--model_type", m["model_type"]]
+    if m["template"]:
+        argv += ["--template", m["template"]]
+    argv += ["--tuner_type", "lora", "--lora_rank", flag(lora["rank"]), "--lora_alpha", flag(lora["alpha"]),
+             "--lora_dropout", flag(lora["dropout"]), "--target_modules", *lora["target_modules"]]
+    for key in ("freeze_vit", "freeze_aligner", "num_train_epochs", "learning_rate", "lr_scheduler_type",
+                "warmup_ratio", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
+                "torch_dtype", "gradient_checkpointing", "logging_steps", "eval_steps",
+                "dataloader_num_workers"):
+        argv += [f"--{key}", flag(t[key])]
+    return argv + [
+        "--per_device_eval_batch_size", flag(t["per_device_train_batch_size"]),
+        "--save_steps", flag(t["eval_steps"]),   # a checkpoint at every eval, so the best one can be exported
+        "--save_total_limit", "2",              # ms-swift keeps the best and the last
+        "--dataset", "data/dataset/train.jsonl", "--val_dataset", "data/dataset/val.jsonl",
+        "--split_dataset_ratio", "0", "--dataset_num_proc", "1",
+        "--seed", flag(p["seed"]), "--data_seed", flag(p["seed"]),
+        "--output_dir", output_dir, "--add_version", "false", "--check_model", "false", "--report_to", "none",
+    ]
+
+
+def curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Trainer log -> (train rows: step, loss, learning_rate; eval rows: step, eval_loss)."""
+    train = [{"step": r["step"], "loss": r["loss"], "learning_rate": r.get("learning_rate")}
+             for r in log_history if "loss" in r]
+    evals = [{"step": r["step"], "eval_loss": r["eval_loss"]} for r in log_history if "eval_loss" in r]
+    return train, evals
+
+
+def to_csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def summary(final: dict, evals: list[dict]) -> dict:
+    """The numbers a user compares between experiments."""
+    end = next(r for r in reversed(final["log_history"]) if "train_runtime" in r)
+    best = min(evals, key=lambda r: r["eval_loss"]) if evals else None
+    return {
+        "train_loss": round(end["train_loss"], 4),
+        "eval_loss": round(evals[-1]["eval_loss"], 4) if evals else None,
+        "best_eval_loss": round(best["eval_loss"], 4) if best else None,
+        "best_step": best["step"] if best else None,
+        "steps": final["global_step"],
+        "runtime_s": round(end["train_runtime"], 1),
+        "samples_per_s": round(end["train_samples_per_second"], 2),
+    }
+
+
+def export(checkpoint: Path, dest: Path) -> None:
+    """Copy only what inference needs: the adapter, its config and ms-swift's args.json."""
+    for name in ADAPTER_FILES:
+        if (checkpoint / name).is_file():
+            shutil.copy2(checkpoint / name, dest / name)
+
+
+def main() -> None:
+    setup_logging()
+    p = stage_params("train")
+    shutil.rmtree(WORK, ignore_errors=True)
+    run(sft_argv(p, str(WORK.relative_to(ROOT))), env=swift_env(p["model"]))
+    final = read_jsonl(WORK / "logging.jsonl")[-1]
+    train_rows, eval_rows = curves(final["log_history"])
+    best = Path(final["best_model_checkpoint"] or final["last_model_checkpoint"])
+    with atomic_dir(ADAPTER) as tmp:
+        export(ROOT / best, tmp)
+    write_atomic(ROOT / "metrics/plots/train_loss.csv", to_csv(train_rows, ["step", "loss", "learning_rate"]))
+    write_atomic(ROOT / "metrics/plots/eval_loss.csv", to_csv(eval_rows, ["step", "eval_loss"]))
+    write_json(ROOT / "metrics/train.json", {**summary(final, eval_rows), "exported": best.name})
+    log.info("adapter from %s exported to %s", best.name, ADAPTER.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    main()
