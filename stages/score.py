@@ -33,6 +33,12 @@ def parse_answer(text: str) -> tuple[dict | None, str]:
     start = body.find("{")
     if start < 0:
         return None, "failed"
+    try:  # the first complete object, with prose or more objects after it
+        obj, _ = json.JSONDecoder().raw_decode(body[start:])
+        if isinstance(obj, dict):
+            return obj, "repaired"
+    except json.JSONDecodeError:
+        pass
     repaired = json_repair.loads(body[start:])
     if isinstance(repaired, list):
         repaired = next((o for o in repaired if isinstance(o, dict) and o), None)

@@ -1,0 +1,59 @@
+"""The ms-swift command lines built from params: every knob reaches its flag."""
+from stages.common import stage_params
+from stages.infer import infer_argv
+from stages.train import curves, sft_argv, summary
+
+
+def opts(argv):
+    """--flag value pairs of an argv (multi-value flags keep their first value)."""
+    return {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
+
+
+def test_sft_argv_maps_every_knob():
+    p = stage_params("train")
+    p["lora"].update(rank=32, target_modules=["q_proj", "v_proj"])
+    p["train"]["freeze_vit"] = False
+    argv = sft_argv(p, "models/checkpoints")
+    o = opts(argv)
+    assert argv[1] == "sft"
+    assert o["--tuner_type"] == "lora" and o["--lora_rank"] == "32" and o["--freeze_vit"] == "false"
+    assert argv[argv.index("--target_modules") + 1:argv.index("--target_modules") + 3] == ["q_proj", "v_proj"]
+    assert o["--learning_rate"] == str(p["train"]["learning_rate"])
+    assert o["--add_version"] == "false" and o["--check_model"] == "false"
+    assert o["--output_dir"] == "models/checkpoints"
+    for key in p["train"]:
+        assert f"--{key}" in o, key
+    assert "--template" not in o
+
+
+def test_infer_argv_base_has_no_adapter_and_is_greedy():
+    p = stage_params("infer_base")
+    base, ft = infer_argv(p, "base", "r.jsonl"), infer_argv(p, "finetuned", "r.jsonl")
+    assert "--adapters" not in base
+    assert opts(ft)["--adapters"] == "models/adapter"
+    assert opts(base)["--temperature"] == "0"
+    assert opts(base)["--max_new_tokens"] == str(p["infer"]["max_new_tokens"])
+    p["model"]["template"] = "qwen2_vl"
+    assert opts(infer_argv(p, "base", "r"))["--template"] == "qwen2_vl"
+
+
+def test_values_with_spaces_and_semicolons_pass_literally():
+    p = stage_params("train")
+    p["lora"]["target_modules"] = ["a b; rm -rf /"]
+    assert "a b; rm -rf /" in sft_argv(p, "out")
+
+
+def test_curves_and_summary_from_trainer_log():
+    history = [
+        {"loss": 2.0, "learning_rate": 1e-3, "step": 5},
+        {"eval_loss": 1.5, "step": 10},
+        {"loss": 1.0, "learning_rate": 5e-4, "step": 10},
+        {"eval_loss": 1.7, "step": 20},
+        {"train_runtime": 12.34, "train_samples_per_second": 8.0, "train_loss": 1.4, "step": 20},
+    ]
+    train, evals = curves(history)
+    assert train == [{"step": 5, "loss": 2.0, "learning_rate": 1e-3}, {"step": 10, "loss": 1.0, "learning_rate": 5e-4}]
+    assert evals == [{"step": 10, "eval_loss": 1.5}, {"step": 20, "eval_loss": 1.7}]
+    s = summary({"log_history": history, "global_step": 20}, evals)
+    assert s == {"train_loss": 1.4, "eval_loss": 1.7, "best_eval_loss": 1.5, "best_step": 10, "steps": 20,
+                 "runtime_s": 12.3, "samples_per_s": 8.0}
