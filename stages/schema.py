@@ -48,8 +48,10 @@ class Synth(Section):
     num_samples: int = Field(gt=0)
     image_size: int = Field(ge=32, le=2048)
     max_distance: int = Field(gt=0)
+    focus_sigma: float = Field(ge=0)
     blur_per_step: float = Field(gt=0)
     noise_std: float = Field(ge=0, le=1)
+    full_well: int = Field(ge=0)
     brightness_jitter: float = Field(ge=0, lt=1)
 
 
