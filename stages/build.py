@@ -36,11 +36,12 @@ def plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    sep = "\t" if path.suffix == ".tsv" else ","
+def read_table(path: Path, text_columns: list[str]) -> pd.DataFrame:
+    """A labels table; ids and paths stay text (`000017` keeps its zeros), other columns get their type."""
     if path.suffix == ".jsonl":
         return pd.read_json(path, lines=True, dtype=False).convert_dtypes()
-    return pd.read_csv(path, sep=sep, dtype={}, keep_default_na=True).convert_dtypes()
+    sep = "\t" if path.suffix == ".tsv" else ","
+    return pd.read_csv(path, sep=sep, dtype=dict.fromkeys(text_columns, str)).convert_dtypes()
 
 
 def rows_to_samples(df: pd.DataFrame, cfg: dict, raw_dir: Path, where: str) -> tuple[list[Sample], list[str]]:
@@ -103,7 +104,7 @@ def load_samples(cfg: dict) -> list[Sample]:
         raise DataError(f"labels file not found: {table} (data.raw_dir / data.labels)")
     if table.suffix not in (".csv", ".tsv", ".jsonl"):
         raise DataError(f"{table}: unsupported labels format {table.suffix!r}; use .csv, .tsv or .jsonl")
-    samples, problems = rows_to_samples(read_table(table), cfg, raw_dir, str(table.relative_to(ROOT)))
+    samples, problems = rows_to_samples(read_table(table, [cfg["id_column"], *cfg["image_columns"]]), cfg, raw_dir, str(table.relative_to(ROOT)))
     if not samples and not problems:
         problems.append(f"{table}: no samples")
     if problems:

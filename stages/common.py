@@ -69,6 +69,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output is an ordinary folder
     try:
         yield tmp
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")

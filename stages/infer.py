@@ -29,7 +29,7 @@ def infer_argv(p: dict, which: str, result_path: str) -> list[str]:
         "--val_dataset", TEST, "--result_path", result_path,
         "--infer_backend", i["infer_backend"], "--max_batch_size", str(i["max_batch_size"]),
         "--max_new_tokens", str(i["max_new_tokens"]), "--temperature", "0",  # greedy
-        "--check_model", "false", "--dataset_num_proc", "1",
+        "--dataset_num_proc", "1",
     ]
 
 

@@ -1,0 +1,122 @@
+"""The tiny Qwen3-VL (and Qwen2-VL) is the real thing (loads, tokenises like Qwen, runs on two images)
+and byte-reproducible, because DVC hashes the directory it is built into."""
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from stages.tiny_qwen import (CHAT_TEMPLATE, QWEN2_VL_CHAT_TEMPLATE, build_tiny_qwen2_vl,  # noqa: E402
+                              build_tiny_qwen3_vl)
+
+ANSWER = json.dumps({"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7}, ensure_ascii=False)
+PROMPT = "请分析这两张连续的显微镜图像，并以JSON格式输出电机应该移动的方向、步数和分析过程。"
+# The chat templates Qwen ships with Qwen3-VL-Instruct and Qwen2-VL-Instruct, hashed.
+QWEN3_VL_TEMPLATE_SHA256 = "3636d0f0bd6bef02654cdffdc447b79cb2cef8ab02cc75267345946291a489e4"
+QWEN2_VL_TEMPLATE_SHA256 = "a0bc6f6fc7a29a80017a433e8f03a1cc1236e838a944a2d034295a60c4f2fddb"
+
+
+def build(path: Path, seed: int, builder=build_tiny_qwen3_vl) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    builder(path, seed)
+    return path
+
+
+def digests(model_dir: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(model_dir.iterdir())}
+
+
+def run_on_two_images(model_dir: Path) -> tuple[str, str]:
+    """Chat template -> processor -> forward pass and 5 generated tokens; the classes that loaded."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    assert model.dtype == torch.float32
+    images = [Image.new("RGB", (64, 64), (200, 30, 30)), Image.new("RGB", (64, 64), (30, 30, 200))]
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": PROMPT}]}]
+    text = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    assert text.count("<|vision_start|><|image_pad|><|vision_end|>") == 2
+    inputs = processor(text=[text], images=images, return_tensors="pt")
+    n_image_tokens = int((inputs["input_ids"] == 151_655).sum())
+    assert n_image_tokens == int(inputs["image_grid_thw"].prod(-1).sum()) // 4  # 2x2 patches per token
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        generated = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert logits.shape == (1, inputs["input_ids"].shape[1], 151_936) and torch.isfinite(logits).all()
+    assert 1 <= generated.shape[1] - inputs["input_ids"].shape[1] <= 5
+    return type(processor).__name__, type(model).__name__
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp("tiny") / "seed0", seed=0)
+
+
+def test_directory_is_a_complete_hf_model(model_dir):
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+            "tokenizer_config.json", "processor_config.json", "chat_template.jinja"} <= set(digests(model_dir))
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["model_type"] == "qwen3_vl"
+    assert config["text_config"]["vocab_size"] == 151_936
+    assert (config["image_token_id"], config["video_token_id"]) == (151_655, 151_656)
+    assert hashlib.sha256(CHAT_TEMPLATE.encode()).hexdigest() == QWEN3_VL_TEMPLATE_SHA256
+    assert (model_dir / "chat_template.jinja").read_text(encoding="utf-8") == CHAT_TEMPLATE
+
+
+def test_same_seed_gives_byte_identical_files(model_dir, tmp_path):
+    assert digests(build(tmp_path / "again", seed=0)) == digests(model_dir)
+
+
+def test_other_seed_changes_only_the_weights(model_dir, tmp_path):
+    first, other = digests(model_dir), digests(build(tmp_path / "seed1", seed=1))
+    assert first.keys() == other.keys()
+    assert {name for name in first if first[name] != other[name]} == {"model.safetensors"}
+
+
+def test_refuses_a_non_empty_directory(tmp_path):
+    (tmp_path / "stale.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not empty"):
+        build_tiny_qwen3_vl(tmp_path, seed=0)
+
+
+def test_tokenizer_has_qwens_ids_and_round_trips_the_task(model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    assert type(tok).__name__ == "Qwen2Tokenizer"
+    real_ids = {"<|endoftext|>": 151_643, "<|im_start|>": 151_644, "<|im_end|>": 151_645,
+                "<|vision_start|>": 151_652, "<|vision_end|>": 151_653, "<|image_pad|>": 151_655,
+                "<|video_pad|>": 151_656, "<tool_call>": 151_657, "<think>": 151_667, "</think>": 151_668}
+    assert {t: tok.convert_tokens_to_ids(t) for t in real_ids} == real_ids
+    assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|im_end|>", "<|endoftext|>", None)
+    for text in (ANSWER, PROMPT, "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>hi<|im_end|>"):
+        ids = tok(text)["input_ids"]
+        assert tok.decode(ids) == text
+        assert max(ids) < 151_936
+    chinese = sorted({ch for ch in PROMPT + ANSWER if ord(ch) > 127})
+    assert all(len(tok.tokenize(ch)) == 1 for ch in chinese)  # the task's characters are single tokens
+    assert tok.tokenize("1234") == ["1", "2", "3", "4"]  # digits one by one, as Qwen does
+
+
+def test_processor_and_model_run_on_two_images(model_dir):
+    assert run_on_two_images(model_dir) == ("Qwen3VLProcessor", "Qwen3VLForConditionalGeneration")
+
+
+def test_qwen2_vl_variant_is_reproducible_and_runs(tmp_path):
+    from transformers import AutoTokenizer
+
+    first = build(tmp_path / "a", seed=0, builder=build_tiny_qwen2_vl)
+    assert digests(build(tmp_path / "b", seed=0, builder=build_tiny_qwen2_vl)) == digests(first)
+    assert json.loads((first / "config.json").read_text())["model_type"] == "qwen2_vl"
+    assert hashlib.sha256(QWEN2_VL_CHAT_TEMPLATE.encode()).hexdigest() == QWEN2_VL_TEMPLATE_SHA256
+    tok = AutoTokenizer.from_pretrained(first)
+    assert tok.convert_tokens_to_ids(["<|image_pad|>", "<|file_sep|>"]) == [151_655, 151_664]
+    assert len(tok) == 151_665  # Qwen2-VL's tokenizer has no <tool_response>/<think> tokens
+    assert tok.decode(tok(ANSWER)["input_ids"]) == ANSWER
+    assert run_on_two_images(first) == ("Qwen2VLProcessor", "Qwen2VLForConditionalGeneration")
