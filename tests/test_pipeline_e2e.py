@@ -103,11 +103,18 @@ def test_what_reruns_after_a_param_change(reproduced):
     original = (repo / "params.yaml").read_text()
     try:
         set_param(repo, "infer", "max_new_tokens", 48)
-        assert would_run(repo) == {"infer_base", "infer_finetuned"}
+        assert would_run(repo) == {"infer_base", "infer_finetuned"}   # base predictions rerun, training does not
+        (repo / "params.yaml").write_text(original)
+        set_param(repo, "lora", "rank", 4)
+        assert would_run(repo) == {"train"}
+        (repo / "params.yaml").write_text(original)
         set_param(repo, "data", "prompt", "Which way is focus?")
-        assert would_run(repo) == {"build", "infer_base", "infer_finetuned"}
+        assert would_run(repo) == {"build"}
+        sh("dvc", "repro", "build", cwd=repo)                         # cheap; then everything after it is stale
+        assert would_run(repo) == {"train", "infer_base", "infer_finetuned"}
     finally:
         (repo / "params.yaml").write_text(original)
+        sh("dvc", "repro", "build", cwd=repo)                         # restored from DVC's run cache
     assert would_run(repo) == set()
 
 
@@ -118,5 +125,6 @@ def test_experiment_reruns_train_onwards_only(reproduced):
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
     text = json.dumps(shown)
     assert "rank16" in text and '"rank": 16' in text.replace(" ", "").replace('"rank":16', '"rank": 16')
-    diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo).stdout)
-    assert "metrics/finetuned.json" in diff and "metrics/base.json" not in diff
+    diff = json.loads(sh("dvc", "metrics", "diff", "--all", "--json", cwd=repo).stdout)
+    assert diff["metrics/train.json"]["steps"]["old"] is not None       # the last commit vs the experiment
+    assert all(v.get("diff", 0) in (0, None) for v in diff["metrics/base.json"].values())   # base was not rerun
