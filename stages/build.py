@@ -1,127 +1,139 @@
-"""Stage `build`: raw images + a labels table -> ms-swift JSONL (train/val/test), seeded split.
+"""Stage `build`: the user's data, in one of four formats (docs/data-formats.md), -> ms-swift JSONL
+train/val/test with a seeded (optionally stratified) split, or an error listing every problem and no output.
 
-Each row becomes `{"id", "messages": [system?, user "<image>...<image>prompt", assistant answer-JSON],
-"images": [paths relative to the repo]}`; ms-swift resolves the paths from the repo root, where the
-stages run, so the files stay portable between machines.
+Each row is `{"id", "messages": [system?, user "<image>...<image>question", assistant answer], "images": [paths
+relative to the repo]}`; ms-swift resolves the paths from the repo root, where the stages run, so the files stay
+portable between machines. Readers: stages/readers.py, table.py, label_map.py; checks: stages/validate.py.
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import os
+import sys
 from pathlib import Path
+from typing import Iterator
 
-import numpy as np
-import pandas as pd
+from tqdm import tqdm
 
 from stages.common import ROOT, atomic_dir, count, setup_logging, stage_params, write_jsonl
+from stages.label_map import read_filename
+from stages.readers import Place, Record, detect_format, read_jsonl
+from stages.splits import class_labels, split, stratified_split
+from stages.table import read_table
+from stages.validate import Checker, DataError, imbalance_warning, large_image_warning, leakage_warning, pixel_budget
 
 OUT = ROOT / "data" / "dataset"
 log = logging.getLogger("build")
 
 
-@dataclass(frozen=True)
-class Sample:
-    id: str
-    images: tuple[str, ...]     # relative to the repo root
-    answer: dict
+def inputs(cfg: dict, place: Place) -> tuple[dict[str, Path], list[str]]:
+    """The files named in data.labels/test_labels/system_file, each checked to exist inside data.raw_dir
+    (the stage's only data dep)."""
+    if not place.raw_dir.is_relative_to(place.root) or not place.raw_dir.is_dir():
+        return {}, [f"data.raw_dir {cfg['raw_dir']!r}: expected an existing folder inside the repository"]
+    paths, problems = {}, []
+    for key in ("labels", "test_labels", "system_file"):
+        full = Path(os.path.normpath(place.raw_dir / cfg[key]))
+        if not cfg[key]:
+            continue
+        if not full.is_relative_to(place.raw_dir):
+            problems.append(f"data.{key} {cfg[key]!r} is outside data.raw_dir {cfg['raw_dir']}; keep every input inside it")
+        elif not full.exists():
+            problems.append(f"data.{key}: {place.rel(full)} not found (paths are relative to data.raw_dir)")
+        else:
+            paths[key] = full
+    return paths, problems
 
 
-class DataError(ValueError):
-    """The input data has problems; the message lists every one of them."""
+def system_prompt(path: Path, where: str) -> tuple[str, list[str]]:
+    """data.system_file's text (seed 002's prompt file): plain text, or JSON {"system_prompt": "..."}."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        return "", [f"{where}: not UTF-8 text; expected UTF-8: save the file as UTF-8"]
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text, [] if text else [f"{where}: empty; expected the system prompt"]
+    if isinstance(obj, dict) and isinstance(obj.get("system_prompt"), str) or isinstance(obj, str):
+        return (obj if isinstance(obj, str) else obj["system_prompt"]), []
+    return "", [f"{where}: JSON, but not {{\"system_prompt\": \"...\"}}; expected that or plain text"]
 
 
-def plain(value):
-    """numpy/pandas scalars -> JSON types, so that numbers stay numbers in the answer."""
-    return value.item() if hasattr(value, "item") else value
+def records(fmt: str, path: Path, cfg: dict, place: Place, problems: list[str], exclude: set[Path]) -> Iterator[Record]:
+    if fmt == "filename" and not path.is_dir():
+        problems.append(f"{place.rel(path)}: format filename expects data.labels to name the image folder")
+    elif fmt != "filename" and path.is_dir():
+        problems.append(f"{place.rel(path)} is a folder; format {fmt} expects a labels file "
+                        "(for labels in image file names, set data.format: filename)")
+    elif fmt == "filename":
+        yield from read_filename(path, cfg, place, problems, exclude)
+    elif fmt == "table":
+        yield from read_table(path, cfg, place, problems)
+    else:
+        yield from read_jsonl(fmt, path, cfg, place, problems)
 
 
-def read_table(path: Path, text_columns: list[str]) -> pd.DataFrame:
-    """A labels table; ids and paths stay text (`000017` keeps its zeros), other columns get their type."""
-    if path.suffix == ".jsonl":
-        return pd.read_json(path, lines=True, dtype=False).convert_dtypes()
-    sep = "\t" if path.suffix == ".tsv" else ","
-    return pd.read_csv(path, sep=sep, dtype=dict.fromkeys(text_columns, str)).convert_dtypes()
-
-
-def rows_to_samples(df: pd.DataFrame, cfg: dict, raw_dir: Path, where: str) -> tuple[list[Sample], list[str]]:
-    """Turn table rows into samples; collect every problem (with its line number) instead of stopping."""
-    needed = [cfg["id_column"], *cfg["image_columns"], *cfg["answer_columns"]]
-    if missing := [c for c in needed if c not in df.columns]:
-        return [], [f"{where}: missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, df.columns))}"]
-    samples, problems, seen = [], [], set()
-    root = raw_dir.resolve()
-    for i, row in enumerate(df.to_dict("records"), start=2):  # line 1 is the header
-        sid = str(row[cfg["id_column"]])
-        if sid in seen:
-            problems.append(f"{where}:{i}: duplicate id {sid!r}")
-        seen.add(sid)
-        images = []
-        for col in cfg["image_columns"]:
-            rel = row[col]
-            path = (raw_dir / str(rel)).resolve()
-            if pd.isna(rel) or not str(rel).strip():
-                problems.append(f"{where}:{i}: column {col} is empty")
-            elif not path.is_relative_to(root):
-                problems.append(f"{where}:{i}: image path {rel!r} escapes the data folder {raw_dir}")
-            elif not path.is_file():
-                problems.append(f"{where}:{i}: image not found: {raw_dir / str(rel)}")
-            else:
-                images.append(str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path))
-        answer = {c: plain(row[c]) for c in cfg["answer_columns"]}
-        if empty := [c for c, v in answer.items() if v is None or v is pd.NA or (isinstance(v, str) and not v.strip())]:
-            problems.append(f"{where}:{i}: empty answer field(s) {', '.join(empty)}")
-        samples.append(Sample(sid, tuple(images), answer))
-    return samples, problems
-
-
-def to_swift(sample: Sample, prompt: str, system: str) -> dict:
-    """One ms-swift row: an <image> tag per image, then the prompt; the answer is compact JSON."""
-    user = "<image>" * len(sample.images) + prompt
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": user},
-        {"role": "assistant", "content": json.dumps(sample.answer, ensure_ascii=False)},
-    ]
-    return {"id": sample.id, "messages": messages, "images": list(sample.images)}
-
-
-def split(n: int, val_ratio: float, test_ratio: float, seed: int) -> dict[str, list[int]]:
-    """Seeded split into index lists; test and (if asked) val get at least one sample each."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_test = max(1, round(n * test_ratio))
-    n_val = max(1, round(n * val_ratio)) if val_ratio > 0 else 0
-    if n - n_test - n_val < 1:
-        raise DataError(f"{count(n, 'sample')} is too few to split into train/val/test "
-                        f"(val_ratio {val_ratio}, test_ratio {test_ratio})")
-    parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
-    return {k: sorted(int(i) for i in v) for k, v in parts.items()}
-
-
-def load_samples(cfg: dict) -> list[Sample]:
-    raw_dir = ROOT / cfg["raw_dir"]
-    table = raw_dir / cfg["labels"]
-    if not table.is_file():
-        raise DataError(f"labels file not found: {table} (data.raw_dir / data.labels)")
-    if table.suffix not in (".csv", ".tsv", ".jsonl"):
-        raise DataError(f"{table}: unsupported labels format {table.suffix!r}; use .csv, .tsv or .jsonl")
-    samples, problems = rows_to_samples(read_table(table, [cfg["id_column"], *cfg["image_columns"]]), cfg, raw_dir, str(table.relative_to(ROOT)))
-    if not samples and not problems:
-        problems.append(f"{table}: no samples")
-    if problems:
-        raise DataError(f"{count(len(problems), 'problem')} in the input data:\n  " + "\n  ".join(problems))
-    return samples
+def build_dataset(cfg: dict, model: dict, seed: int, root: Path = ROOT) -> tuple[list[dict], dict[str, list[int]], list[str]]:
+    """(rows, split index lists, warnings), reading and checking everything before anything is written.
+    Raises DataError listing every problem found."""
+    place = Place(root, Path(os.path.normpath(root / cfg["raw_dir"])))
+    paths, problems = inputs(cfg, place)
+    if "system_file" in paths:
+        system, bad = system_prompt(paths["system_file"], place.rel(paths["system_file"]))
+        cfg, problems = {**cfg, "system": system}, problems + bad
+    if problems or "labels" not in paths:
+        raise DataError(f"{count(len(problems), 'problem')} in the data params (nothing was written):\n  " + "\n  ".join(problems))
+    fmt = detect_format(paths["labels"]) if cfg["format"] == "auto" else cfg["format"]
+    checker, rows, digests, wheres, sizes = Checker(place, pixel_budget(model)), [], [], [], []
+    for key in ("labels", "test_labels"):
+        if key not in paths:
+            continue
+        for rec in tqdm(records(fmt, paths[key], cfg, place, checker.problems, set(paths.values()) - {paths[key]}),
+                        unit=" rows", disable=None):
+            row, digest = checker.check(rec)
+            rows.append(row)
+            digests.append(digest)
+            wheres.append(rec.where)
+        sizes.append(len(rows) - sum(sizes))
+        if not sizes[-1]:
+            checker.problems.append(f"{place.rel(paths[key])}: no samples; expected at least one (format {fmt})")
+    log.info("%s read (format %s), %s checked", count(len(rows), "sample"), fmt, count(len(checker.images), "image file"))
+    labels, parts = [], {}
+    if cfg["stratify"]:
+        labels, bad = class_labels(rows, wheres, cfg["stratify"])
+        checker.problems += bad
+    if sizes[0]:
+        try:
+            n, test_ratio = sizes[0], (0 if len(sizes) > 1 else cfg["test_ratio"])
+            parts = (stratified_split(labels[:n], cfg["val_ratio"], test_ratio, seed, cfg["stratify"]) if labels
+                     else split(n, cfg["val_ratio"], test_ratio, seed))
+            parts["test"] += list(range(n, len(rows)))
+        except DataError as e:
+            checker.problems.append(str(e))
+    if checker.problems:
+        raise DataError(f"{count(len(checker.problems), 'problem')} in the input data (nothing was written):\n  "
+                        + "\n  ".join(checker.problems))
+    warnings = [large_image_warning(checker.large, model), leakage_warning(parts, digests, rows),
+                imbalance_warning(labels, cfg["stratify"], cfg["imbalance_ratio"]) if labels else None]
+    return rows, parts, [w for w in warnings if w]
 
 
 def main() -> None:
     setup_logging()
     p = stage_params("build")
-    cfg = p["data"]
-    samples = load_samples(cfg)
-    parts = split(len(samples), cfg["val_ratio"], cfg["test_ratio"], p["seed"])
+    try:
+        rows, parts, warnings = build_dataset(p["data"], p["model"], p["seed"])
+    except DataError as e:
+        log.error("%s", e)
+        sys.exit(1)
+    for warning in warnings:
+        log.warning(warning)
     with atomic_dir(OUT) as tmp:
         for name, idx in parts.items():
-            write_jsonl(tmp / f"{name}.jsonl", (to_swift(samples[i], cfg["prompt"], cfg["system"]) for i in idx))
-    log.info("%s: %s train / %s val / %s test", count(len(samples), "sample"),
+            write_jsonl(tmp / f"{name}.jsonl", (rows[i] for i in idx))
+    log.info("%s: %s train / %s val / %s test", count(len(rows), "sample"),
              f"{len(parts['train']):,}", f"{len(parts['val']):,}", f"{len(parts['test']):,}")
 
 

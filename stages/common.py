@@ -63,14 +63,31 @@ def count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
+def clear_leftovers(dest: Path) -> None:
+    """Remove what a killed earlier write of `dest` left beside it (kill -9 skips every cleanup).
+    Safe because DVC runs at most one stage per output at a time."""
+    for old in [*dest.parent.glob(f".{dest.name}.tmp-*"), *dest.parent.glob(f".{dest.name}.old-*")]:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _scratch(dest: Path) -> Iterator[Path]:
+    """A fresh temp dir beside `dest` (same filesystem, so a rename is atomic), removed afterwards."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output is an ordinary folder
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: Path) -> Iterator[Path]:
     """Yield an empty temp dir beside `dest`; on success it replaces `dest`, on failure `dest` is untouched."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output is an ordinary folder
-    try:
+    with _scratch(dest) as tmp:
         yield tmp
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         if dest.exists() or dest.is_symlink():
@@ -78,9 +95,16 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
         os.replace(tmp, dest)
         if old.exists():
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(dest: Path) -> Iterator[Path]:
+    """Yield a fresh path to write instead of `dest` (e.g. for a tool that appends); on success it
+    replaces `dest`, on failure `dest` is untouched."""
+    dest = Path(dest)
+    with _scratch(dest) as tmp:
+        yield tmp / dest.name
+        os.replace(tmp / dest.name, dest)
 
 
 def write_atomic(dest: Path, text: str) -> None:
@@ -110,10 +134,10 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def run(argv: list[str], env: dict[str, str] | None = None) -> None:
+def run(argv: list[str], env: dict[str, str] | None = None, stdout=None) -> None:
     """Run a command from an argv list (never a shell string), with extra environment variables."""
     log.info("$ %s", " ".join(argv))
-    subprocess.run(argv, check=True, env={**os.environ, **(env or {})}, cwd=ROOT)
+    subprocess.run(argv, check=True, env={**os.environ, **(env or {})}, cwd=ROOT, stdout=stdout)
 
 
 def swift_exe() -> str:

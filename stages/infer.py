@@ -1,32 +1,32 @@
 """Stages `infer_base` / `infer_finetuned`: `swift infer` on the test split, greedy, batched.
 
-`swift infer --result_path` appends to an existing file, so ms-swift writes into a fresh temp dir and
-the finished file replaces data/predictions/<which>.jsonl in one rename.
+`swift infer --result_path` appends to an existing file, so ms-swift writes a fresh temp file that
+replaces data/predictions/<which>.jsonl in one rename once it is complete.
 """
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import tempfile
 
-from stages.common import ROOT, count, read_jsonl, run, setup_logging, stage_params, swift_env, swift_exe
+from stages.common import ROOT, atomic_file, count, read_jsonl, run, setup_logging, stage_params, swift_env, swift_exe
 
 TEST = "data/dataset/test.jsonl"
 log = logging.getLogger("infer")
 WHICH = ("base", "finetuned")
 
 
-def infer_argv(p: dict, which: str, result_path: str) -> list[str]:
-    """params -> the `swift infer` command line; the fine-tuned run adds the adapter to the same base."""
+def infer_argv(p: dict, which: str, result_path: str, full_model: bool = False, dataset: str = TEST) -> list[str]:
+    """params -> the `swift infer` command line; the fine-tuned run adds the adapter to the same base
+    (or, after full fine-tuning, loads the trained model in its place)."""
     m, i = p["model"], p["infer"]
-    argv = [swift_exe(), "infer", "--model", "models/base", "--model_type", m["model_type"]]
+    model = "models/adapter" if which == "finetuned" and full_model else "models/base"
+    argv = [swift_exe(), "infer", "--model", model, "--model_type", m["model_type"]]
     if m["template"]:
         argv += ["--template", m["template"]]
-    if which == "finetuned":
+    if which == "finetuned" and not full_model:
         argv += ["--adapters", "models/adapter"]
     return argv + [
-        "--val_dataset", TEST, "--result_path", result_path,
+        "--val_dataset", dataset, "--result_path", result_path,
         "--infer_backend", i["infer_backend"], "--max_batch_size", str(i["max_batch_size"]),
         "--max_new_tokens", str(i["max_new_tokens"]), "--temperature", "0",  # greedy
         "--dataset_num_proc", "1",
@@ -40,12 +40,10 @@ def main() -> None:
         raise SystemExit(f"usage: python -m stages.infer {{{'|'.join(WHICH)}}}, got {which!r}")
     p = stage_params(f"infer_{which}")
     dest = ROOT / "data" / "predictions" / f"{which}.jsonl"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{which}.tmp-", dir=dest.parent) as tmp:
-        result = os.path.join(tmp, "result.jsonl")
-        run(infer_argv(p, which, result), env=swift_env(p["model"]))
+    with atomic_file(dest) as result:   # a fresh path: swift infer appends to an existing file
+        full = which == "finetuned" and not (ROOT / "models/adapter/adapter_config.json").is_file()
+        run(infer_argv(p, which, str(result), full), env=swift_env(p["model"]))
         n = len(read_jsonl(result))
-        os.replace(result, dest)
     log.info("%s written to %s", count(n, "prediction"), dest.relative_to(ROOT))
 
 

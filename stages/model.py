@@ -59,6 +59,7 @@ def download(model_id: str, revision: str, dst: Path) -> None:
 
 
 def obtain(cfg: dict, seed: int, dst: Path) -> None:
+    """Fill `dst` with the model from its source, then check it is complete and runs no foreign code."""
     if cfg["source"] == "builtin":
         from stages.tiny_qwen import build_tiny_qwen3_vl
         build_tiny_qwen3_vl(dst, seed, **cfg["builtin"])
@@ -71,9 +72,9 @@ def obtain(cfg: dict, seed: int, dst: Path) -> None:
     else:
         download(cfg["model_id"], cfg["revision"], dst)
     check_model_dir(dst)
-    if found := remote_code(dst):
-        raise PermissionError(f"the model ships code that ms-swift would run ({', '.join(found)}); "
-                              "Qwen2/2.5/3-VL need none. Refusing.")
+    if (found := remote_code(dst)) and not cfg["trust_remote_code"]:
+        raise PermissionError(f"the model ships code that ms-swift would run ({', '.join(found)}); Qwen2/2.5/3-VL "
+                              "need none. Refusing; set model.trust_remote_code: true if you trust it.")
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ an unknown key gets the closest valid key suggested (a typo such as `lora.rnak`)
 from __future__ import annotations
 
 import difflib
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -32,6 +32,7 @@ class Model(Section):
     model_type: Literal["qwen3_vl", "qwen2_5_vl", "qwen2_vl"]
     template: str = ""
     image_max_token_num: int = Field(gt=0)
+    trust_remote_code: bool = False
     builtin: Builtin = Builtin()
 
     @model_validator(mode="after")
@@ -55,22 +56,40 @@ class Synth(Section):
     brightness_jitter: float = Field(ge=0, lt=1)
 
 
+class Columns(Section):
+    id: str = "id"
+    images: list[str] = Field(min_length=1)
+    answer: list[str] = Field(min_length=1)
+    question: str = ""
+    system: str = ""
+
+
 class Data(Section):
-    raw_dir: str
-    labels: str
-    id_column: str
-    image_columns: list[str] = Field(min_length=1)
-    answer_columns: list[str] = Field(min_length=1)
+    format: Literal["table", "filename", "qa_jsonl", "swift_jsonl", "auto"] = "table"
+    raw_dir: str = Field(min_length=1)
+    labels: str = Field(min_length=1)
+    test_labels: str = ""
+    columns: Columns
+    label_map: str = "label_map.json"
+    label_separator: str = "_"
     prompt: str = Field(min_length=1)
     system: str = ""
+    system_file: str = ""
+    stratify: str = ""
     val_ratio: float = Field(ge=0, lt=1)
     test_ratio: float = Field(gt=0, lt=1)
+    imbalance_ratio: float = Field(10.0, ge=1)
 
     @model_validator(mode="after")
     def _ratios(self):
         if self.val_ratio + self.test_ratio >= 1:
             raise ValueError(f"data.val_ratio + data.test_ratio must be < 1 (leave data to train on), "
                              f"got {self.val_ratio} + {self.test_ratio}")
+        if self.system and self.system_file:
+            raise ValueError("data.system and data.system_file are both set; set one of them")
+        if self.format == "table" and self.stratify and self.stratify not in self.columns.answer:
+            raise ValueError(f"data.stratify {self.stratify!r} must be one of data.columns.answer "
+                             f"({', '.join(self.columns.answer)}) for format table")
         return self
 
 
@@ -79,6 +98,9 @@ class Lora(Section):
     alpha: int = Field(gt=0)
     dropout: float = Field(ge=0, lt=1)
     target_modules: list[str] = Field(min_length=1)
+    use_dora: bool = False
+    use_rslora: bool = False
+    modules_to_save: list[str] = []
 
 
 class Train(Section):
@@ -96,6 +118,19 @@ class Train(Section):
     logging_steps: int = Field(gt=0)
     eval_steps: int = Field(gt=0)
     dataloader_num_workers: int = Field(ge=0)
+    tuner_type: Literal["lora", "full"] = "lora"
+    vit_lr: float | None = Field(None, gt=0, lt=1)
+    aligner_lr: float | None = Field(None, gt=0, lt=1)
+    quant_bits: Literal[0, 4, 8] = 0
+    early_stop_interval: int = Field(0, ge=0)
+    report_to: Literal["none", "tensorboard", "wandb", "swanlab"] = "none"
+    resume: bool = False
+
+    @model_validator(mode="after")
+    def _qlora_is_lora(self):
+        if self.quant_bits and self.tuner_type != "lora":
+            raise ValueError("train.quant_bits needs train.tuner_type 'lora' (QLoRA trains adapters on a quantized base)")
+        return self
 
 
 class Infer(Section):
@@ -105,7 +140,18 @@ class Infer(Section):
 
 
 class Score(Section):
-    distance_tolerance: int = Field(ge=0)
+    fields: dict[str, Literal["categorical", "numeric", "text"]] = {}
+    tolerance: dict[str, Annotated[float, Field(ge=0)]] = {}
+    max_classes: int = Field(10, gt=1)
+    worst_n: int = Field(20, ge=0)
+
+    @model_validator(mode="after")
+    def _tolerance_on_numeric(self):
+        bad = [f for f in self.tolerance if self.fields and self.fields.get(f) != "numeric"]
+        if bad:
+            raise ValueError(f"score.tolerance: {', '.join(bad)} not numeric in score.fields; numeric fields: "
+                             f"{', '.join(f for f, t in self.fields.items() if t == 'numeric') or 'none'}")
+        return self
 
 
 class Params(Section):
@@ -156,3 +202,24 @@ def validate(params: dict) -> dict:
     except ValidationError as e:
         problems = [_describe(err) for err in e.errors()]
         raise ParamsError(f"params.yaml has {len(problems)} problem(s):\n  " + "\n  ".join(problems)) from None
+
+
+def main() -> None:
+    """Stage `check_params`: reruns on any change to params.yaml, so a typo in a key that no stage
+    declares (`lora.rnak`) still fails `dvc repro` instead of being silently ignored."""
+    import sys
+
+    import yaml
+
+    from stages.common import PARAMS_FILE, setup_logging
+
+    setup_logging()
+    with open(PARAMS_FILE, encoding="utf-8") as f:
+        try:
+            validate(yaml.safe_load(f) or {})
+        except ParamsError as e:
+            sys.exit(str(e))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,95 +1,137 @@
-"""Stage `score`: JSON-field accuracy of one prediction set -> metrics/<which>.json.
+"""Stage `score`: per-field scores of one prediction set, with 95 % intervals.
 
-Both models' files have the same keys, so `dvc metrics show` prints them side by side. A response that
-is not JSON is counted as a parse failure (and every field wrong), never a crash.
+  metrics/<which>.json                       parse rate, all-fields exact match, per field by type (same keys
+                                             for both models, so `dvc metrics show` prints them side by side)
+  metrics/plots/<which>/confusion.csv        actual, predicted per test sample and categorical field
+  metrics/plots/<which>/errors.csv           predicted - expected per numeric prediction and numeric field
+  metrics/worst_<which>.md                   the worst predictions, with links to their images
+
+The scoring itself (parsing, field types, Wilson intervals) is in stages/metrics.py.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
-import re
+import os
 import sys
+from pathlib import Path
 
-import json_repair
-
-from stages.common import ROOT, count, read_jsonl, setup_logging, stage_params, write_json
+from stages.common import ROOT, count, read_jsonl, setup_logging, stage_params, write_atomic, write_json
+from stages.metrics import is_number, label, parse_answer, resolve_fields, score, value, worst, wrong_fields
 
 log = logging.getLogger("score")
-FENCE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.S)
 
 
-def parse_answer(text: str) -> tuple[dict | None, str]:
-    """Model output -> (JSON object or None, status `ok` | `repaired` | `failed`).
-
-    `ok`: the response (code fences aside) is one valid JSON object; `repaired`: json-repair had to cut
-    prose, fix quotes/commas or pick the first of several objects; `failed`: no object at all."""
-    body = (m.group(1) if (m := FENCE.search(text)) else text).strip()
-    try:
-        obj = json.loads(body)
-        if isinstance(obj, dict):
-            return obj, "ok"
-    except json.JSONDecodeError:
-        pass
-    start = body.find("{")
-    if start < 0:
-        return None, "failed"
-    try:  # the first complete object, with prose or more objects after it
-        obj, _ = json.JSONDecoder().raw_decode(body[start:])
-        if isinstance(obj, dict):
-            return obj, "repaired"
-    except json.JSONDecodeError:
-        pass
-    repaired = json_repair.loads(body[start:])
-    if isinstance(repaired, list):
-        repaired = next((o for o in repaired if isinstance(o, dict) and o), None)
-    return (repaired, "repaired") if isinstance(repaired, dict) and repaired else (None, "failed")
+def references(pred_rows: list[dict], test_rows: list[dict]) -> list[dict]:
+    """The reference answers, checked against the test split: same length, same images, JSON objects.
+    Raises ValueError listing every bad row."""
+    if len(pred_rows) != len(test_rows):
+        raise ValueError(f"{len(pred_rows):,} predictions for {len(test_rows):,} test samples: rerun inference")
+    refs, problems = [], []
+    for i, (p, t) in enumerate(zip(pred_rows, test_rows), 1):
+        if [im["path"] if isinstance(im, dict) else im for im in p.get("images", [])] != t["images"]:
+            problems.append(f"row {i} (id {t['id']}): prediction's images differ from the test split's")
+        try:
+            ref = json.loads(p["labels"])
+        except (ValueError, TypeError):
+            ref = None
+        if not isinstance(ref, dict):
+            problems.append(f"row {i} (id {t['id']}): reference answer is not a JSON object: {p['labels']!r:.80}")
+        refs.append(ref)
+    if problems:
+        raise ValueError(f"{len(problems):,} bad prediction rows:\n  " + "\n  ".join(problems[:20])
+                         + ("\n  ..." if len(problems) > 20 else ""))
+    return refs
 
 
-def is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def to_csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
-def score(pairs: list[tuple[dict, dict | None]], tolerance: float) -> dict:
-    """(reference, parsed prediction or None) pairs -> metrics. Fields and their types come from the
-    references: numbers get exact / within-tolerance / mean absolute error, everything else accuracy."""
-    n = len(pairs)
-    fields = list(pairs[0][0]) if pairs else []
-    out: dict = {"n": n, "parse_rate": _rate(sum(p is not None for _, p in pairs), n),
-                 "exact_match": _rate(sum(p is not None and all(p.get(f) == r[f] for f in r) for r, p in pairs), n),
-                 "fields": {}}
-    for f in fields:
-        got = [(r[f], p.get(f) if p else None) for r, p in pairs]
-        if all(is_number(r) for r, _ in got):
-            errors = [abs(g - r) for r, g in got if is_number(g)]
-            out["fields"][f] = {
-                "exact": _rate(sum(is_number(g) and g == r for r, g in got), n),
-                "within_tol": _rate(sum(is_number(g) and abs(g - r) <= tolerance for r, g in got), n),
-                "mae": round(sum(errors) / len(errors), 3) if errors else None,
-            }
-        else:
-            out["fields"][f] = {"accuracy": _rate(sum(g == r for r, g in got), n)}
-    return out
+def plot_tables(ids: list[str], pairs: list[tuple[dict, dict | None]], specs: dict) -> dict[str, str]:
+    """CSV text of confusion.csv (a row per sample and categorical field) and errors.csv (a row per numeric
+    prediction: predicted - expected), long format with an `answer_field` column; header only when empty."""
+    confusion, errors = [], []
+    for f, spec in specs.items():
+        if spec["type"] == "categorical":
+            confusion += [{"answer_field": f, "actual": label(r[f]), "predicted": label(value(p, f))} for r, p in pairs]
+        elif spec["type"] == "numeric":
+            errors += [{"answer_field": f, "id": i, "expected": r[f], "predicted": p[f], "error": p[f] - r[f]}
+                       for i, (r, p) in zip(ids, pairs) if is_number(value(p, f))]
+    return {"confusion.csv": to_csv(confusion, ["answer_field", "actual", "predicted"]),
+            "errors.csv": to_csv(errors, ["answer_field", "id", "expected", "predicted", "error"])}
 
 
-def _rate(k: int, n: int) -> float:
-    return round(k / n, 4) if n else 0.0
+def worst_table(test_rows: list[dict], responses: list[str], refs: list[dict],
+                parsed: list[tuple[dict | None, str]], specs: dict, k: int) -> list[dict]:
+    """The `k` worst predictions as table rows: id, images, parse status, wrong fields, expected, predicted
+    (the parsed answer, or the raw response when it did not parse)."""
+    rows = [(r, pred, status) for r, (pred, status) in zip(refs, parsed)]
+    return [{"id": test_rows[i]["id"], "images": test_rows[i]["images"], "status": rows[i][2],
+             "wrong": wrong_fields(refs[i], rows[i][1], specs), "expected": refs[i],
+             "predicted": rows[i][1] if rows[i][1] is not None else responses[i]}
+            for i in worst(rows, specs, k)]
+
+
+def _cell(value, limit: int = 100) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return text.replace("|", "\\|")
+
+
+def worst_markdown(which: str, table: list[dict], n: int) -> str:
+    """The worst predictions as a Markdown table; image links are relative to metrics/."""
+    lines = [f"# Worst predictions: {which} ({len(table):,} shown of {n:,})", "",
+             "Failed parses first, then more wrong fields, then larger numeric errors. `predicted` is the parsed",
+             "answer, or the raw response (a JSON string) when it did not parse.", ""]
+    if not table:
+        return "\n".join(lines + ["Every prediction is right.", ""])
+    lines += ["| # | id | parse | wrong | expected | predicted | images |", "|---|---|---|---|---|---|---|"]
+    for rank, r in enumerate(table, 1):
+        links = " ".join(f"[{Path(im).name}]({im if os.path.isabs(im) else '../' + im})" for im in r["images"])
+        lines.append(f"| {rank} | {r['id']} | {r['status']} | {', '.join(r['wrong'])} | {_cell(r['expected'])} "
+                     f"| {_cell(r['predicted'])} | {links} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     setup_logging()
     which = sys.argv[1]
-    p = stage_params("score")
-    rows = read_jsonl(ROOT / "data" / "predictions" / f"{which}.jsonl")
-    pairs, statuses = [], {"ok": 0, "repaired": 0, "failed": 0}
-    for row in rows:
-        pred, status = parse_answer(row["response"] or "")
-        statuses[status] += 1
-        pairs.append((json.loads(row["labels"]), pred))
-    metrics = score(pairs, p["score"]["distance_tolerance"])
-    metrics["parse_status"] = statuses
+    p = stage_params("score")["score"]
+    pred_rows = read_jsonl(ROOT / "data" / "predictions" / f"{which}.jsonl")
+    test_rows = read_jsonl(ROOT / "data" / "dataset" / "test.jsonl")
+    refs = references(pred_rows, test_rows)
+    specs = resolve_fields(refs, p["fields"], p["tolerance"], p["max_classes"])
+    responses = [row["response"] or "" for row in pred_rows]
+    parsed = [parse_answer(text) for text in responses]
+    log.info("fields: %s%s", ", ".join(f"{f} ({s['type']})" for f, s in specs.items()),
+             "" if p["fields"] else ", derived from the reference answers")
+
+    pairs = [(r, pred) for r, (pred, _) in zip(refs, parsed)]
+    metrics = score(pairs, specs)
+    metrics["parse_status"] = {s: sum(st == s for _, st in parsed) for s in ("ok", "repaired", "failed")}
+    tables = plot_tables([t["id"] for t in test_rows], pairs, specs)
+    worst_md = worst_markdown(which, worst_table(test_rows, responses, refs, parsed, specs, p["worst_n"]), len(refs))
+
+    # everything is computed: write it in one go, each output whole or not at all
     write_json(ROOT / "metrics" / f"{which}.json", metrics)
-    log.info("%s: %s, parse rate %.1f%%, exact match %.1f%%", which, count(len(rows), "prediction"),
-             100 * metrics["parse_rate"], 100 * metrics["exact_match"])
+    for name, text in tables.items():
+        write_atomic(ROOT / "metrics" / "plots" / which / name, text)
+    write_atomic(ROOT / "metrics" / f"worst_{which}.md", worst_md)
+
+    log.info("%s: %s, parse rate %.1f%% %s, all fields exact %.1f%%", which, count(len(refs), "prediction"),
+             100 * metrics["parse_rate"], metrics["parse_status"], 100 * metrics["exact_match"])
+    for f, m in metrics["fields"].items():
+        key = "accuracy" if "accuracy" in m else "exact"
+        ci = m[f"{key}_ci95"]
+        log.info("  %-12s %s %.1f%% (95%% CI %.1f-%.1f%%), missing in %s", f, key, 100 * m[key],
+                 100 * ci["lower"], 100 * ci["upper"], count(m["missing"], "prediction"))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,10 @@ QWEN2_ADDED_TOKENS = ADDED_TOKENS[:8]
 # At most this many BPE tokens; the corpus below yields a few hundred merges, enough that every
 # character of the task's prompts and answers is one token, trained in well under a second.
 BPE_VOCAB_SIZE = 4096
+# Initialisation (std of the normal draws). TBD by experiment.
+INIT_STD = 0.02
+VISION_INIT_STD = 0.02
+EMBED_STD = 0.02
 
 
 def _corpus() -> list[str]:
@@ -117,7 +121,24 @@ def _text_config(hidden_size: int, num_hidden_layers: int, num_attention_heads: 
                 tie_word_embeddings=True, dtype="float32", **released)
 
 
-def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: dict) -> None:
+def _shape_embeddings(embedding, vocab: dict[str, int], std: float, generator) -> None:
+    """Give the (tied) embedding the logit scale of a trained model: the rows of tokens the tokenizer
+    can produce get N(0, std), the never-used filler rows get zeros.
+
+    With the usual N(0, 0.02) rows and a 64-wide model every logit is within about +-0.2, so the
+    softmax over 151,936 rows is almost flat (loss stays at ln(151,936) = 11.9) and the ~150k filler
+    rows win the argmax as often as the real ones; LoRA cannot rescale the frozen embedding. Zero
+    filler rows score exactly 0, as the unused rows of a pretrained model never win, and real rows of
+    norm ~ std * sqrt(hidden) let a logit reach tens, enough to outweigh 150k zeros."""
+    import torch
+
+    filler = [i for t, i in vocab.items() if t.startswith("<|unused_")]
+    with torch.no_grad():
+        embedding.normal_(0.0, std, generator=generator)
+        embedding[filler] = 0.0
+
+
+def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: dict, embed_std: float) -> None:
     """Seeded init and save: weights first (float32, for CPU training), then tokenizer/processor."""
     import torch
     from transformers import GenerationConfig
@@ -127,6 +148,8 @@ def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: di
         raise ValueError(f"{out_dir} is not empty")
     torch.manual_seed(seed)
     model = model_cls(config).to(torch.float32).eval()
+    _shape_embeddings(model.get_input_embeddings().weight, processor.tokenizer.get_vocab(), embed_std,
+                      torch.Generator().manual_seed(seed))
     model.generation_config = GenerationConfig(bos_token_id=151_643, pad_token_id=151_643,
                                                eos_token_id=[151_645, 151_643], **generation)
     model.save_pretrained(out_dir)
@@ -138,7 +161,8 @@ def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: di
 def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_hidden_layers: int = 2,
                         num_attention_heads: int = 4, num_key_value_heads: int = 2, intermediate_size: int = 128,
                         vision_depth: int = 2, vision_hidden_size: int = 64, vision_num_heads: int = 4,
-                        vision_intermediate_size: int = 128) -> None:
+                        vision_intermediate_size: int = 128, init_std: float = INIT_STD,
+                        vision_init_std: float = VISION_INIT_STD, embed_std: float = EMBED_STD) -> None:
     """Write a complete Qwen3-VL model directory (float32 weights, tokenizer, processor, chat
     template) into the existing, empty `out_dir`; same seed -> byte-identical files.
 
@@ -149,14 +173,14 @@ def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
 
     head_dim = hidden_size // num_attention_heads
     text = _text_config(hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
-                        intermediate_size, head_dim=head_dim, max_position_embeddings=262_144,
+                        intermediate_size, head_dim=head_dim, max_position_embeddings=262_144, initializer_range=init_std,
                         rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_interleaved": True,
                                          "mrope_section": _mrope_section(head_dim, (24, 20, 20))})
     # Deepstack feeds ViT block i's features into LLM layer i, so it can use at most as many
     # blocks as there are LLM layers (the released model taps 3 of 24 blocks).
     vision = dict(depth=vision_depth, hidden_size=vision_hidden_size, intermediate_size=vision_intermediate_size,
                   num_heads=vision_num_heads, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                  out_hidden_size=hidden_size, num_position_embeddings=2304,
+                  out_hidden_size=hidden_size, num_position_embeddings=2304, initializer_range=vision_init_std,
                   deepstack_visual_indexes=list(range(min(vision_depth, num_hidden_layers))))
     config = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, dtype="float32")
     # The released processor settings: pixel bounds per image / video frame, 0.5 mean and std.
@@ -167,13 +191,14 @@ def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
         tokenizer=build_tokenizer(), chat_template=CHAT_TEMPLATE)
     # Qwen3-VL-Instruct's released sampling defaults; the pipeline overrides them (temperature 0).
     _save(out_dir, seed, Qwen3VLForConditionalGeneration, config, processor,
-          dict(do_sample=True, top_k=20, top_p=0.8, temperature=0.7, repetition_penalty=1.0))
+          dict(do_sample=True, top_k=20, top_p=0.8, temperature=0.7, repetition_penalty=1.0), embed_std)
 
 
 def build_tiny_qwen2_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_hidden_layers: int = 2,
                         num_attention_heads: int = 4, num_key_value_heads: int = 2, intermediate_size: int = 128,
                         vision_depth: int = 2, vision_hidden_size: int = 64, vision_num_heads: int = 4,
-                        vision_intermediate_size: int = 128) -> None:
+                        vision_intermediate_size: int = 128, init_std: float = INIT_STD,
+                        vision_init_std: float = VISION_INIT_STD, embed_std: float = EMBED_STD) -> None:
     """The same for Qwen2-VL (Qwen2-VL-2B-Instruct shrunk: patch 14, 1-D-sectioned M-RoPE, CLIP
     normalisation, no deepstack); ms-swift needs `--model_type qwen2_vl --template qwen2_vl`."""
     from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
@@ -181,13 +206,13 @@ def build_tiny_qwen2_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
 
     head_dim = hidden_size // num_attention_heads
     text = _text_config(hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
-                        intermediate_size, max_position_embeddings=32_768, rms_norm_eps=1e-6,
+                        intermediate_size, max_position_embeddings=32_768, rms_norm_eps=1e-6, initializer_range=init_std,
                         max_window_layers=num_hidden_layers,
                         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0,
                                          "mrope_section": _mrope_section(head_dim, (16, 24, 24))})
     vision = dict(depth=vision_depth, embed_dim=vision_hidden_size, num_heads=vision_num_heads,
                   mlp_ratio=vision_intermediate_size // vision_hidden_size, hidden_size=hidden_size,
-                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2, initializer_range=vision_init_std)
     config = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, dtype="float32")
     processor = Qwen2VLProcessor(
         image_processor=Qwen2VLImageProcessor(size={"shortest_edge": 3_136, "longest_edge": 12_845_056}),
@@ -196,7 +221,7 @@ def build_tiny_qwen2_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
         chat_template=QWEN2_VL_CHAT_TEMPLATE)
     # Qwen2-VL-Instruct's released defaults: sampling in name only (top_k 1), i.e. greedy.
     _save(out_dir, seed, Qwen2VLForConditionalGeneration, config, processor,
-          dict(do_sample=True, top_k=1, top_p=0.001, temperature=0.01, repetition_penalty=1.0))
+          dict(do_sample=True, top_k=1, top_p=0.001, temperature=0.01, repetition_penalty=1.0), embed_std)
 
 
 # Qwen2-VL-Instruct's chat template, byte for byte as Qwen ships it (one line, default system prompt).

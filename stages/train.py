@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -16,7 +17,8 @@ from stages.common import (ROOT, atomic_dir, read_jsonl, run, setup_logging, sta
 
 ADAPTER = ROOT / "models" / "adapter"
 WORK = ROOT / "models" / "checkpoints"
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "additional_config.json", "args.json")
+TRAINER_STATE = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin",
+                 "scaler.pt"}
 log = logging.getLogger("train")
 
 
@@ -31,8 +33,20 @@ def sft_argv(p: dict, output_dir: str) -> list[str]:
     argv = [swift_exe(), "sft", "--model", "models/base", "--model_type", m["model_type"]]
     if m["template"]:
         argv += ["--template", m["template"]]
-    argv += ["--tuner_type", "lora", "--lora_rank", flag(lora["rank"]), "--lora_alpha", flag(lora["alpha"]),
-             "--lora_dropout", flag(lora["dropout"]), "--target_modules", *lora["target_modules"]]
+    argv += ["--tuner_type", t["tuner_type"]]
+    if t["tuner_type"] == "lora":
+        argv += ["--lora_rank", flag(lora["rank"]), "--lora_alpha", flag(lora["alpha"]),
+                 "--lora_dropout", flag(lora["dropout"]), "--target_modules", *lora["target_modules"],
+                 "--use_dora", flag(lora["use_dora"]), "--use_rslora", flag(lora["use_rslora"])]
+        if lora["modules_to_save"]:
+            argv += ["--modules_to_save", *lora["modules_to_save"]]
+    if t["quant_bits"]:
+        argv += ["--quant_method", "bnb", "--quant_bits", flag(t["quant_bits"])]
+    for key in ("vit_lr", "aligner_lr"):
+        if t[key] is not None:
+            argv += [f"--{key}", flag(t[key])]
+    if t["early_stop_interval"]:
+        argv += ["--early_stop_interval", flag(t["early_stop_interval"])]
     for key in ("freeze_vit", "freeze_aligner", "num_train_epochs", "learning_rate", "lr_scheduler_type",
                 "warmup_ratio", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
                 "torch_dtype", "gradient_checkpointing", "logging_steps", "eval_steps",
@@ -45,8 +59,24 @@ def sft_argv(p: dict, output_dir: str) -> list[str]:
         "--dataset", "data/dataset/train.jsonl", "--val_dataset", "data/dataset/val.jsonl",
         "--split_dataset_ratio", "0", "--dataset_num_proc", "1",
         "--seed", flag(p["seed"]), "--data_seed", flag(p["seed"]),
-        "--output_dir", output_dir, "--add_version", "false", "--check_model", "false", "--report_to", "none",
+        "--output_dir", output_dir, "--add_version", "false", "--check_model", "false", "--report_to", t["report_to"],
     ]
+
+
+def check_device(train: dict, has_cuda: bool) -> None:
+    """QLoRA's bitsandbytes kernels exist only for CUDA: say so before anything starts."""
+    if train["quant_bits"] and not has_cuda:
+        raise SystemExit(f"train.quant_bits: {train['quant_bits']}-bit QLoRA (bitsandbytes) needs a CUDA GPU and "
+                         "this machine has none; set train.quant_bits: 0 to train in full precision on the CPU")
+
+
+def resume_from(work: Path, argv: list[str]) -> Path | None:
+    """The newest complete checkpoint of an interrupted run with the same command line, if any."""
+    run_file = work / "run.json"
+    if not run_file.is_file() or json.loads(run_file.read_text(encoding="utf-8")) != argv:
+        return None
+    done = [c for c in work.glob("checkpoint-*") if (c / "trainer_state.json").is_file()]
+    return max(done, key=lambda c: int(c.name.split("-")[1]), default=None)
 
 
 def curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -81,17 +111,28 @@ def summary(final: dict, evals: list[dict]) -> dict:
 
 
 def export(checkpoint: Path, dest: Path) -> None:
-    """Copy only what inference needs: the adapter, its config and ms-swift's args.json."""
-    for name in ADAPTER_FILES:
-        if (checkpoint / name).is_file():
-            shutil.copy2(checkpoint / name, dest / name)
+    """Copy what inference needs (the adapter, or the whole model for full fine-tuning), not the
+    optimizer and trainer state that only resuming needs."""
+    for f in checkpoint.iterdir():
+        if f.is_file() and f.name not in TRAINER_STATE:
+            shutil.copy2(f, dest / f.name)
 
 
 def main() -> None:
     setup_logging()
     p = stage_params("train")
-    shutil.rmtree(WORK, ignore_errors=True)
-    run(sft_argv(p, str(WORK.relative_to(ROOT))), env=swift_env(p["model"]))
+    import torch
+    check_device(p["train"], torch.cuda.is_available())
+    argv = sft_argv(p, str(WORK.relative_to(ROOT)))
+    checkpoint = resume_from(WORK, argv) if p["train"]["resume"] else None
+    if checkpoint:
+        log.info("resuming the interrupted run from %s", checkpoint.name)
+    else:
+        shutil.rmtree(WORK, ignore_errors=True)
+        WORK.mkdir(parents=True)
+        (WORK / "run.json").write_text(json.dumps(argv), encoding="utf-8")
+    run(argv + (["--resume_from_checkpoint", str(checkpoint.relative_to(ROOT))] if checkpoint else []),
+        env=swift_env(p["model"]))
     final = read_jsonl(WORK / "logging.jsonl")[-1]
     train_rows, eval_rows = curves(final["log_history"])
     best = Path(final["best_model_checkpoint"] or final["last_model_checkpoint"])

@@ -1,7 +1,11 @@
 """The ms-swift command lines built from params: every knob reaches its flag."""
+import json
+
+import pytest
+
 from stages.common import stage_params
 from stages.infer import infer_argv
-from stages.train import curves, sft_argv, summary
+from stages.train import check_device, curves, resume_from, sft_argv, summary
 
 
 def opts(argv):
@@ -21,9 +25,46 @@ def test_sft_argv_maps_every_knob():
     assert o["--learning_rate"] == str(p["train"]["learning_rate"])
     assert o["--add_version"] == "false" and o["--check_model"] == "false"
     assert o["--output_dir"] == "models/checkpoints"
-    for key in p["train"]:
+    conditional = {"vit_lr", "aligner_lr", "quant_bits", "early_stop_interval", "resume"}
+    for key in set(p["train"]) - conditional:
         assert f"--{key}" in o, key
+    assert not {f"--{k}" for k in conditional} & set(o)
     assert "--template" not in o
+
+
+def test_sft_argv_variants():
+    p = stage_params("train")
+    p["lora"].update(use_dora=True, use_rslora=True, modules_to_save=["visual", "lm_head"])
+    p["train"].update(quant_bits=4, vit_lr=1.0e-5, aligner_lr=2.0e-5, early_stop_interval=3, report_to="tensorboard")
+    argv = sft_argv(p, "out")
+    o = opts(argv)
+    assert (o["--use_dora"], o["--use_rslora"]) == ("true", "true")
+    assert argv[argv.index("--modules_to_save") + 1:][:2] == ["visual", "lm_head"]
+    assert (o["--quant_method"], o["--quant_bits"]) == ("bnb", "4")
+    assert (o["--vit_lr"], o["--aligner_lr"], o["--early_stop_interval"]) == ("1e-05", "2e-05", "3")
+    assert o["--report_to"] == "tensorboard"
+    p["train"].update(tuner_type="full", quant_bits=0)
+    full = opts(sft_argv(p, "out"))
+    assert full["--tuner_type"] == "full" and "--lora_rank" not in full
+
+
+def test_qlora_on_a_cpu_is_refused_before_starting():
+    with pytest.raises(SystemExit, match="4-bit QLoRA .bitsandbytes. needs a CUDA GPU and this machine has none"):
+        check_device({"quant_bits": 4}, has_cuda=False)
+    check_device({"quant_bits": 4}, has_cuda=True)
+    check_device({"quant_bits": 0}, has_cuda=False)
+
+
+def test_resume_only_the_same_run_from_its_newest_complete_checkpoint(tmp_path):
+    argv = ["swift", "sft", "--lora_rank", "8"]
+    assert resume_from(tmp_path, argv) is None
+    (tmp_path / "run.json").write_text(json.dumps(argv))
+    for step, complete in ((5, True), (10, True), (15, False)):   # 15: killed while saving
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert resume_from(tmp_path, argv).name == "checkpoint-10"
+    assert resume_from(tmp_path, argv[:-1] + ["16"]) is None      # other params: start afresh
 
 
 def test_infer_argv_base_has_no_adapter_and_is_greedy():
@@ -33,6 +74,8 @@ def test_infer_argv_base_has_no_adapter_and_is_greedy():
     assert opts(ft)["--adapters"] == "models/adapter"
     assert opts(base)["--temperature"] == "0"
     assert opts(base)["--max_new_tokens"] == str(p["infer"]["max_new_tokens"])
+    full = opts(infer_argv(p, "finetuned", "r.jsonl", full_model=True))
+    assert full["--model"] == "models/adapter" and "--adapters" not in full
     p["model"]["template"] = "qwen2_vl"
     assert opts(infer_argv(p, "base", "r"))["--template"] == "qwen2_vl"
 

@@ -1,30 +1,36 @@
+"""Unit tests of the build stage's pure parts: rows, splits, typing, the label map, message and image checks."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
 
-from stages.build import Sample, rows_to_samples, split, to_swift
+from stages.build import DataError
+from stages.label_map import decode, parse_label_map
+from stages.readers import Place, detect_format, swift_row
+from stages.splits import class_labels, split, stratified_split
+from stages.table import typed
+from stages.validate import check_messages, imbalance_warning, inspect_image, pixel_budget, resolve_image
 
-CFG = {"id_column": "id", "image_columns": ["image_1", "image_2"],
-       "answer_columns": ["analysis", "direction", "distance"]}
+FIXTURES = Path(__file__).parent / "fixtures"
+LABEL_MAP = {"mapping_type": "positional",
+             "positions": [{"field": "status", "map": {"0": "No Leakage", "1": "Leakage"}},
+                           {"field": "sub_type", "map": {"0": "Normal", "1": "Ambient Dust", "2": "Light Beams",
+                                                         "3": "High Pressure", "4": "Low Pressure"}},
+                           {"field": "is_night_mode", "map": {"0": False, "1": True}}],
+             "defaults": {"confidence": 1.0, "reasoning": "Auto-generated."}}
 
 
-def make_raw(tmp_path, rows):
-    (tmp_path / "images").mkdir()
-    for name in ("a.png", "b.png"):
-        Image.new("L", (8, 8)).save(tmp_path / "images" / name)
-    return pd.DataFrame(rows).convert_dtypes()
-
-
-def test_to_swift_one_image_tag_per_image_and_typed_answer():
-    s = Sample("7", ("data/raw/a.png", "data/raw/b.png"), {"direction": "-", "distance": 7})
-    row = to_swift(s, "请分析", system="")
-    assert row == {"id": "7", "images": ["data/raw/a.png", "data/raw/b.png"], "messages": [
+def test_swift_row_one_image_tag_per_image_unless_the_question_places_them():
+    row = swift_row("7", ["a.png", "b.png"], "请分析", '{"direction": "-", "distance": 7}', system="")
+    assert row == {"id": "7", "images": ["a.png", "b.png"], "messages": [
         {"role": "user", "content": "<image><image>请分析"},
         {"role": "assistant", "content": '{"direction": "-", "distance": 7}'}]}
-    assert to_swift(s, "q", system="You are a microscope.")["messages"][0] == {
+    assert swift_row("7", ["a.png"], "q", "a", system="You are a microscope.")["messages"][0] == {
         "role": "system", "content": "You are a microscope."}
+    assert swift_row("7", ["a", "b"], "Is <image> sharper than <image>?", "a", "")["messages"][0]["content"] == \
+        "Is <image> sharper than <image>?"
 
 
 def test_split_is_seeded_disjoint_and_complete():
@@ -34,6 +40,7 @@ def test_split_is_seeded_disjoint_and_complete():
     assert sorted(a["train"] + a["val"] + a["test"]) == list(range(100))
     assert split(100, 0.1, 0.15, seed=2) != a
     assert split(10, 0.0, 0.1, seed=0)["val"] == []
+    assert split(10, 0.2, 0, seed=0)["test"] == []   # a fixed test file: train/val only
 
 
 def test_split_too_small():
@@ -41,29 +48,117 @@ def test_split_too_small():
         split(2, 0.5, 0.4, seed=0)
 
 
-def test_rows_to_samples_keeps_number_types(tmp_path):
-    df = make_raw(tmp_path, [{"id": 1, "image_1": "images/a.png", "image_2": "images/b.png",
-                              "analysis": "x", "direction": "+", "distance": 3}])
-    samples, problems = rows_to_samples(df, CFG, tmp_path, "labels.csv")
+def test_stratified_split_keeps_class_proportions_in_every_part():
+    labels = ['"a"'] * 80 + ['"b"'] * 20
+    parts = stratified_split(labels, 0.1, 0.2, seed=3, field="status")
+    assert parts == stratified_split(labels, 0.1, 0.2, seed=3, field="status")
+    assert sorted(parts["train"] + parts["val"] + parts["test"]) == list(range(100))
+    assert [sum(labels[i] == '"b"' for i in parts[k]) for k in ("train", "val", "test")] == [14, 2, 4]
+    assert [sum(labels[i] == '"a"' for i in parts[k]) for k in ("train", "val", "test")] == [56, 8, 16]
+
+
+def test_stratified_split_names_every_class_too_small_to_split():
+    labels = ['"Leakage"'] * 10 + ['"High Pressure"'] * 2 + ['"Night"']
+    with pytest.raises(DataError) as e:
+        stratified_split(labels, 0.1, 0.15, seed=0, field="sub_type")
+    assert str(e.value) == (
+        "data.stratify 'sub_type': too few samples to split every class into train/val/test (val_ratio 0.1, "
+        "test_ratio 0.15), each part needs one: class \"High Pressure\" has 2 samples; class \"Night\" has 1 sample; "
+        "add samples, merge classes, or set data.stratify: \"\"")
+
+
+def test_class_labels_reports_answers_without_the_field():
+    rows = [swift_row("1", [], "q", '{"status": "ok"}', ""), swift_row("2", [], "q", "plain text", "")]
+    labels, problems = class_labels(rows, ["f:1", "f:2"], "status")
+    assert labels[0] == '"ok"'
+    assert problems == ["f:2: the answer has no field 'status' (data.stratify); expected a JSON object with it"]
+
+
+def test_typed_columns_keep_numbers_numbers_and_codes_text():
+    col = lambda *v: pd.Series(v, dtype=object)  # noqa: E731
+    assert typed(col("3", "10", None)) == [3, 10, None]
+    assert typed(col("0.5", "1.0", "2")) == [0.5, 1.0, 2.0]
+    assert typed(col("007", "12")) == ["007", "12"]          # a leading zero: a code, not a number
+    assert typed(col("True", "false")) == [True, False]
+    assert typed(col("None", "NA", "+")) == ["None", "NA", "+"]   # no NA guessing: text as written
+    assert typed(col("1", "x")) == ["1", "x"]
+
+
+def test_label_code_decodes_positions_then_defaults():
+    positions, defaults, problems = parse_label_map(LABEL_MAP, "label_map.json")
     assert problems == []
-    assert json.dumps(samples[0].answer) == '{"analysis": "x", "direction": "+", "distance": 3}'
+    answer, problems = decode("130", positions, defaults, "label_map.json")
+    assert problems == []
+    assert json.dumps(answer) == ('{"status": "Leakage", "sub_type": "High Pressure", "is_night_mode": false, '
+                                  '"confidence": 1.0, "reasoning": "Auto-generated."}')
 
 
-def test_rows_to_samples_reports_every_problem_with_its_line(tmp_path):
-    df = make_raw(tmp_path, [
-        {"id": 1, "image_1": "images/a.png", "image_2": "images/missing.png", "analysis": "x", "direction": "+", "distance": 3},
-        {"id": 1, "image_1": "../../etc/passwd", "image_2": "images/b.png", "analysis": "x", "direction": "", "distance": 3},
-    ])
-    _, problems = rows_to_samples(df, CFG, tmp_path, "labels.csv")
-    assert len(problems) == 4
-    assert problems[0].startswith("labels.csv:2: image not found:")
-    assert "labels.csv:3: duplicate id '1'" in problems
-    assert "labels.csv:3: image path '../../etc/passwd' escapes the data folder" in problems[2]
-    assert problems[3] == "labels.csv:3: empty answer field(s) direction"
+def test_label_code_problems():
+    positions, defaults, _ = parse_label_map(LABEL_MAP, "label_map.json")
+    assert decode("170", positions, defaults, "label_map.json")[1] == [
+        "label value '7' at position 2 (sub_type) is not in label_map.json; expected one of 0, 1, 2, 3, 4"]
+    assert decode("13", positions, defaults, "label_map.json")[1] == [
+        "label code '13' has 2 character(s); expected 3, one per position of label_map.json "
+        "(status, sub_type, is_night_mode)"]
 
 
-def test_rows_to_samples_missing_column(tmp_path):
-    df = make_raw(tmp_path, [{"id": 1, "image_1": "images/a.png"}])
-    _, problems = rows_to_samples(df, CFG, tmp_path, "labels.csv")
-    assert problems == ["labels.csv: missing column(s) image_2, analysis, direction, distance; "
-                        "the table has id, image_1"]
+def test_label_map_problems():
+    assert parse_label_map({"mapping_type": "prefix"}, "m.json")[2] == ["m.json: mapping_type is 'prefix'; expected \"positional\""]
+    bad = {"mapping_type": "positional", "positions": [{"field": "a", "map": {"10": 1}}, {"field": "b"}],
+           "defaults": {"b": 1}}
+    assert parse_label_map(bad, "m.json")[2] == [
+        "m.json: positions[0] (a) map key(s) '10' must be one character each: every character of the code is one position",
+        "m.json: positions[1] must be {\"field\": a name, \"map\": {code: value, ...}}"]
+
+
+def test_check_messages():
+    ok = swift_row("1", ["a.png", "b.png"], "q", "a", "")
+    assert check_messages(ok) == []
+    assert check_messages({**ok, "images": ["a.png"]}) == [
+        "2 <image> tag(s) in the messages but 1 image(s); expected one <image> tag per image"]
+    empty = swift_row("1", [], "q", " ", "")
+    assert check_messages(empty) == ["empty answer: expected a non-empty assistant message last"]
+    assert check_messages({"messages": [{"role": "bot", "content": 3}], "images": []}) == [
+        "messages[0]: role 'bot'; expected one of system, user, assistant, tool, tool_call, tool_response",
+        "messages[0]: content must be text", "empty answer: expected a non-empty assistant message last"]
+
+
+def test_resolve_image_keeps_paths_inside_the_data_folder(tmp_path):
+    place = Place(tmp_path, tmp_path / "data" / "raw")
+    (place.raw_dir / "images").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(place.raw_dir / "images" / "a.png")
+    assert resolve_image("images/a.png", place)[1] == "data/raw/images/a.png"
+    assert resolve_image("./images/../images/a.png", place)[1] == "data/raw/images/a.png"
+    assert resolve_image("images\\a.png", place)[1] == "data/raw/images/a.png"     # written on Windows
+    assert resolve_image(str(place.raw_dir / "images" / "a.png"), place)[1] == "data/raw/images/a.png"
+    assert resolve_image("../../etc/passwd", place) == (
+        "image path '../../etc/passwd' escapes the data folder data/raw; expected a path inside it")
+    assert resolve_image("/etc/passwd", place) == (
+        "image path '/etc/passwd' escapes the data folder data/raw; expected a path inside it")
+    assert resolve_image("images/b.png", place) == "image not found: data/raw/images/b.png"
+    assert resolve_image("https://x.org/a.png", place).startswith("image 'https://x.org/a.png' is a URL")
+
+
+def test_inspect_image(tmp_path):
+    Image.new("RGB", (640, 480), (10, 200, 30)).save(tmp_path / "a.jpg", quality=95)
+    info = inspect_image(tmp_path / "a.jpg")
+    assert (info.width, info.height) == (640, 480) and len(info.digest) == 16
+    data = (tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])
+    assert inspect_image(tmp_path / "cut.jpg").startswith("is truncated or corrupt (OSError: image file is truncated")
+    assert pixel_budget({"model_type": "qwen3_vl", "image_max_token_num": 1024}) == 1024 * 32 * 32
+    assert pixel_budget({"model_type": "qwen2_5_vl", "image_max_token_num": 4}) == 4 * 28 * 28
+
+
+def test_imbalance_warning():
+    assert imbalance_warning(['"a"'] * 10 + ['"b"'], "status", 10.0) is None
+    assert imbalance_warning(['"a"'] * 11 + ['"b"'], "status", 10.0) == (
+        "class imbalance in 'status': \"a\" has 11.0x the samples of \"b\" (over data.imbalance_ratio 10.0); "
+        "counts: \"a\" 11, \"b\" 1")
+
+
+@pytest.mark.parametrize("fixture,labels,fmt", [("table", "labels.csv", "table"), ("filename", "images", "filename"),
+                                                ("qa_jsonl", "train.jsonl", "qa_jsonl"),
+                                                ("swift_jsonl", "data.jsonl", "swift_jsonl")])
+def test_detect_format(fixture, labels, fmt):
+    assert detect_format(FIXTURES / fixture / "data" / labels) == fmt

@@ -2,56 +2,20 @@
 then an experiment. Real dvc, real swift, real (tiny) model; nothing mocked."""
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import ROOT
+from tests.workspace import clone, commit, ran, set_params, sh
+from tests.workspace import stale as would_run
 
 pytestmark = pytest.mark.e2e
-BIN = Path(sys.executable).parent
-
-
-def sh(*argv, cwd, check=True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run(argv, cwd=cwd, env=env, text=True, capture_output=True)
-    if check and r.returncode:
-        raise AssertionError(f"{' '.join(argv)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
-    return r
-
-
-def ran(output: str) -> list[str]:
-    """Stages that `dvc repro` / `dvc exp run` actually ran, from their own log lines."""
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
-
-
-def would_run(repo: Path) -> set[str]:
-    """Stages whose deps/params changed, from `dvc status --json` (downstream ones follow from dvc.yaml)."""
-    return set(json.loads(sh("dvc", "status", "--json", cwd=repo).stdout))
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """A clean clone's worth of the repository (tracked and untracked-not-ignored files), as a git repo."""
-    dest = tmp_path_factory.mktemp("clone") / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, text=True,
-                           capture_output=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dest / f)
-    for f in ("dvc.lock", "metrics"):   # results committed from another machine must not mask a real run
-        shutil.rmtree(dest / f, ignore_errors=True) if (dest / f).is_dir() else (dest / f).unlink(missing_ok=True)
-    sh("git", "init", "-q", cwd=dest)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "init", "--allow-empty", cwd=dest)
-    sh("git", "add", "-A", cwd=dest)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone", cwd=dest)
-    return dest
+    return clone(tmp_path_factory.mktemp("clone"))
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +23,9 @@ def reproduced(repo) -> Path:
     start = time.monotonic()
     out = sh("dvc", "repro", cwd=repo).stdout
     print(f"dvc repro: {time.monotonic() - start:.0f} s")
-    assert set(ran(out)) == {"model", "generate", "build", "train", "infer_base", "infer_finetuned",
+    assert set(ran(out)) == {"check_params", "model", "generate", "build", "train", "infer_base", "infer_finetuned",
                              "score@base", "score@finetuned"}
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro", cwd=repo)
+    commit(repo, "repro")
     return repo
 
 
@@ -92,36 +55,41 @@ def test_second_repro_is_a_fast_no_op(reproduced):
     assert elapsed < 10, f"no-op dvc repro took {elapsed:.1f} s"
 
 
-def set_param(repo: Path, section: str, key: str, value) -> None:
-    p = yaml.safe_load((repo / "params.yaml").read_text())
-    p[section][key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(p, allow_unicode=True, sort_keys=False))
+def test_predict_and_merge_commands(reproduced):
+    repo = reproduced
+    row = json.loads((repo / "data/dataset/test.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    out = sh("python", "-m", "stages.predict", *row["images"], cwd=repo).stdout
+    answer = json.loads(out)                                         # stdout is the answer alone
+    assert answer["parse_status"] in {"ok", "repaired", "failed"} and answer["response"]
+    sh("python", "-m", "stages.merge", cwd=repo)
+    assert (repo / "models/merged/model.safetensors").is_file() and (repo / "models/merged/config.json").is_file()
+    assert "models/merged" not in sh("git", "status", "--porcelain", cwd=repo).stdout
 
 
 def test_what_reruns_after_a_param_change(reproduced):
     repo = reproduced
     original = (repo / "params.yaml").read_text()
     try:
-        set_param(repo, "infer", "max_new_tokens", 48)
-        assert would_run(repo) == {"infer_base", "infer_finetuned"}   # base predictions rerun, training does not
+        set_params(repo, **{"infer.max_new_tokens": 48})
+        assert would_run(repo) == {"check_params", "infer_base", "infer_finetuned"}   # base predictions rerun, training does not
         (repo / "params.yaml").write_text(original)
-        set_param(repo, "lora", "rank", 4)
-        assert would_run(repo) == {"train"}
+        set_params(repo, **{"lora.rank": 4})
+        assert would_run(repo) == {"check_params", "train"}
         (repo / "params.yaml").write_text(original)
-        set_param(repo, "data", "prompt", "Which way is focus?")
-        assert would_run(repo) == {"build"}
-        sh("dvc", "repro", "build", cwd=repo)                         # cheap; then everything after it is stale
+        set_params(repo, **{"data.prompt": "Which way is focus?"})
+        assert would_run(repo) == {"check_params", "build"}
+        sh("dvc", "repro", "check_params", "build", cwd=repo)                         # cheap; then everything after it is stale
         assert would_run(repo) == {"train", "infer_base", "infer_finetuned"}
     finally:
         (repo / "params.yaml").write_text(original)
-        sh("dvc", "repro", "build", cwd=repo)                         # restored from DVC's run cache
+        sh("dvc", "repro", "check_params", "build", cwd=repo)         # restored from DVC's run cache
     assert would_run(repo) == set()
 
 
 def test_experiment_reruns_train_onwards_only(reproduced):
     repo = reproduced
     out = sh("dvc", "exp", "run", "-S", "lora.rank=16", "-n", "rank16", cwd=repo).stdout
-    assert set(ran(out)) == {"train", "infer_finetuned", "score@finetuned"}
+    assert set(ran(out)) == {"check_params", "train", "infer_finetuned", "score@finetuned"}
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
     text = json.dumps(shown)
     assert "rank16" in text and '"rank": 16' in text.replace(" ", "").replace('"rank":16', '"rank": 16')

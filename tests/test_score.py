@@ -1,43 +1,205 @@
+"""Scoring of model answers (stages/metrics.py): a table of real-looking outputs with their expected parse
+and per-field verdicts, then each metric on small hand-counted cases."""
 import pytest
+from scipy.stats import binomtest
 
-from stages.score import parse_answer, score
+from stages.metrics import (MISSING, confusion_matrix, derive_fields, normalise_text, parse_answer, resolve_fields,
+                            score, wilson, worst, wrong_fields)
 
 REF = {"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7}
+SPECS = {"analysis": {"type": "text", "tolerance": 0}, "direction": {"type": "categorical", "tolerance": 0},
+         "distance": {"type": "numeric", "tolerance": 1}}
+ALL = ["analysis", "direction", "distance"]
+
+# (model output, parsed answer, parse status, fields wrong against REF)
+OUTPUTS = [
+    # clean
+    ('{"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7}', REF, "ok", []),
+    ('```json\n{"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7}\n```', REF, "ok", []),
+    ('```JSON\n{"direction": "-", "distance": 7}\n```', {"direction": "-", "distance": 7}, "ok", ["analysis"]),
+    # prose around the object, or several objects
+    ('根据两张图像的清晰度变化，结果如下：\n```json\n{"direction": "-", "distance": 7}\n```\n希望对你有帮助。',
+     {"direction": "-", "distance": 7}, "repaired", ["analysis"]),
+    ('The answer is {"direction": "+", "distance": 3} as requested.', {"direction": "+", "distance": 3}, "repaired",
+     ALL),
+    ('{"direction": "-", "distance": 6} {"direction": "+", "distance": 9}', {"direction": "-", "distance": 6},
+     "repaired", ["analysis", "distance"]),
+    ('[{"direction": "-", "distance": 7}]', {"direction": "-", "distance": 7}, "repaired", ["analysis"]),
+    # broken syntax: single quotes, trailing comma, truncated by max_new_tokens
+    ("{'direction': '-', 'distance': 8,}", {"direction": "-", "distance": 8}, "repaired", ["analysis", "distance"]),
+    ('{"analysis": "电机应该向-方向移动7步。", "direction": "-", "dist',
+     {"analysis": "电机应该向-方向移动7步。", "direction": "-"}, "repaired", ["distance"]),
+    ('```json\n{"direction": "-", "distance": 7', {"direction": "-", "distance": 7}, "repaired", ["analysis"]),
+    # junk tokens of an undertrained model (the embedded default's fine-tune writes these)
+    ('{"analysis": "电机应该向+方向移动<|unused_122667|>步。", "direction": "+", "distance": <|unused_85342|>}',
+     {"analysis": "电机应该向+方向移动步。", "direction": "+", "distance": ""}, "repaired", ALL),
+    ('{"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7}<|im_end|>', REF, "repaired", []),
+    ("<|unused_1|><|unused_2|>", None, "failed", ALL),
+    # wrong types, extra fields, nulls
+    ('{"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": "7"}', {**REF, "distance": "7"}, "ok",
+     ["distance"]),
+    ('{"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7.0}', {**REF, "distance": 7.0}, "ok", []),
+    ('{"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7, "confidence": 0.9}',
+     {**REF, "confidence": 0.9}, "ok", []),
+    ('{"direction": null, "distance": 7}', {"direction": None, "distance": 7}, "ok", ["analysis", "direction"]),
+    ('{"direction": true, "distance": -7}', {"direction": True, "distance": -7}, "ok", ALL),
+    # Chinese text: full-width digits and signs are not the reference's characters
+    ('{"analysis": "电机应该向-方向移动７步", "direction": "－", "distance": 7}',
+     {"analysis": "电机应该向-方向移动７步", "direction": "－", "distance": 7}, "ok", ["analysis", "direction"]),
+    # no JSON at all
+    ("电机应该向-方向移动7步。", None, "failed", ALL),
+    ("\n\n\n\n", None, "failed", ALL),
+    ("", None, "failed", ALL),
+    ("[1, 2, 3]", None, "failed", ALL),
+]
 
 
-@pytest.mark.parametrize("text, expected, status", [
-    ('{"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7}', REF, "ok"),
-    ('```json\n{"direction": "+", "distance": 3}\n```', {"direction": "+", "distance": 3}, "ok"),
-    ('The answer is {"direction": "+", "distance": 3} as requested.', {"direction": "+", "distance": 3}, "repaired"),
-    ("{'direction': '-', 'distance': 2,}", {"direction": "-", "distance": 2}, "repaired"),
-    ('{"direction": "-", "distance": 2}{"direction": "+", "distance": 9}', {"direction": "-", "distance": 2}, "repaired"),
-    ('{"direction": "-", "dist', {"direction": "-"}, "repaired"),
-    ("no json here", None, "failed"),
-    ("", None, "failed"),
-    ("[1, 2, 3]", None, "failed"),
-])
-def test_parse_answer(text, expected, status):
-    assert parse_answer(text) == (expected, status)
+@pytest.mark.parametrize("text, expected, status, wrong", OUTPUTS, ids=[repr(o[0])[:40] for o in OUTPUTS])
+def test_parse_and_judge_real_looking_outputs(text, expected, status, wrong):
+    parsed, got_status = parse_answer(text)
+    assert (parsed, got_status) == (expected, status)
+    assert wrong_fields(REF, parsed, SPECS) == wrong
 
 
-def test_score_counts_failures_as_wrong_and_keeps_types():
-    pairs = [
-        (REF, dict(REF)),                                                # all right
-        (REF, {"analysis": "x", "direction": "-", "distance": 8}),      # off by one
-        (REF, {"analysis": "x", "direction": "+", "distance": "7"}),    # distance as a string: not a number
-        (REF, None),                                                     # unparseable
-    ]
-    m = score(pairs, tolerance=1)
-    assert m["n"] == 4
-    assert m["parse_rate"] == 0.75
-    assert m["exact_match"] == 0.25
-    assert m["fields"]["direction"] == {"accuracy": 0.5}
-    assert m["fields"]["distance"] == {"exact": 0.25, "within_tol": 0.5, "mae": 0.5}
-    assert m["fields"]["analysis"] == {"accuracy": 0.25}
+@pytest.mark.parametrize("text", ['{"direction": "-", "distance": NaN}', '{"direction": "-", "distance": -Infinity}',
+                                  '{"direction": "-", "distance": 1' + "0" * 400 + "}"])
+def test_nan_infinity_and_huge_numbers_are_wrong_not_a_crash(text):
+    parsed, status = parse_answer(text)
+    assert status == "ok" and not isinstance(parsed["distance"], str)
+    m = score([(REF, parsed)], SPECS)["fields"]["distance"]
+    assert (m["exact"], m["within_tol"], m["mae"], m["mae_n"], m["missing"]) == (0.0, 0.0, None, 0, 0)
+
+
+def test_score_of_the_output_table():
+    m = score([(REF, parse_answer(text)[0]) for text, *_ in OUTPUTS], SPECS)
+    n = len(OUTPUTS)
+    assert m["n"] == n == 23
+    assert m["parse_rate"] == round(18 / n, 4)
+    assert m["exact_match"] == round(sum(not w for *_, w in OUTPUTS) / n, 4) == round(5 / n, 4)
+    d = m["fields"]["direction"]
+    assert d["accuracy"] == round(13 / n, 4)
+    assert d["missing"] == 6                          # 5 unparsed + 1 null
+    assert d["per_class"]["-"] == {"precision": 1.0, "precision_ci95": {"lower": 0.7719, "upper": 1.0},
+                                   "recall": round(13 / n, 4), "recall_ci95": d["accuracy_ci95"], "support": n}
+    assert set(d["per_class"]) == {"-"}              # only the reference's classes: same keys for every model
+    dist = m["fields"]["distance"]
+    assert dist["missing"] == 7                      # 5 unparsed + the truncated one + the junk-token ""
+    assert dist["mae_n"] == 15                       # "7" is a string, not a number
+    assert dist["exact"] == round(11 / n, 4) and dist["within_tol"] == round(13 / n, 4)
+    assert dist["mae"] == round((4 + 1 + 1 + 14) / 15, 4)
+    t = m["fields"]["analysis"]
+    assert (t["exact"], t["normalised"], t["missing"]) == (round(7 / n, 4), round(8 / n, 4), 14)
+
+
+def test_rates_carry_wilson_intervals_with_fixed_keys():
+    m = score([(REF, dict(REF)), (REF, None)], SPECS)
+    assert m["parse_rate"] == 0.5 and m["parse_rate_ci95"] == {"lower": 0.0945, "upper": 0.9055}
+    assert set(m["fields"]["distance"]) == {"exact", "exact_ci95", "within_tol", "within_tol_ci95", "mae", "mae_n",
+                                            "missing"}
+    assert set(m["fields"]["analysis"]) == {"exact", "exact_ci95", "normalised", "normalised_ci95", "missing"}
+    assert set(m["fields"]["direction"]["per_class"]["-"]) == {"precision", "precision_ci95", "recall",
+                                                               "recall_ci95", "support"}
 
 
 def test_score_empty_and_missing_field():
-    assert score([], 1) == {"n": 0, "parse_rate": 0.0, "exact_match": 0.0, "fields": {}}
-    m = score([(REF, {"direction": "-"})], 1)
-    assert m["fields"]["distance"] == {"exact": 0.0, "within_tol": 0.0, "mae": None}
+    empty = score([], SPECS)
+    assert empty["n"] == 0 and empty["parse_rate"] is None and empty["parse_rate_ci95"] == {"lower": 0.0, "upper": 1.0}
+    m = score([(REF, {"direction": "-"})], SPECS)
+    assert m["fields"]["distance"]["exact"] == 0.0 and m["fields"]["distance"]["missing"] == 1
+    assert m["fields"]["distance"]["mae"] is None
     assert m["exact_match"] == 0.0
+
+
+def test_categorical_precision_recall_and_never_predicted_class():
+    refs = [{"d": "+"}, {"d": "+"}, {"d": "-"}, {"d": "-"}]
+    preds = [{"d": "+"}, {"d": "+"}, {"d": "+"}, None]
+    m = score(list(zip(refs, preds)), {"d": {"type": "categorical", "tolerance": 0}})["fields"]["d"]
+    assert m["accuracy"] == 0.5 and m["missing"] == 1
+    assert m["per_class"]["+"]["precision"] == round(2 / 3, 4) and m["per_class"]["+"]["recall"] == 1.0
+    assert m["per_class"]["-"]["precision"] is None      # never predicted: undefined, not 0
+    assert m["per_class"]["-"]["precision_ci95"] == {"lower": 0.0, "upper": 1.0}
+    assert m["per_class"]["-"]["recall"] == 0.0
+
+
+@pytest.mark.parametrize("k, n", [(0, 10), (5, 10), (10, 10), (84, 100), (1, 90), (44, 90), (90, 90)])
+def test_wilson_matches_scipy(k, n):
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert wilson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+
+
+def test_wilson_known_values_and_no_data():
+    assert wilson(84, 100) == pytest.approx((0.7558, 0.8990), abs=1e-4)   # hand-computed
+    assert wilson(0, 90)[1] == pytest.approx(0.0409, abs=1e-4)     # 0 of 90 right still allows up to 4 %
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_confusion_matrix_counts_every_cell_and_puts_missing_last():
+    m = confusion_matrix(["+", "+", "-", "-", "-"], ["+", MISSING, "+", "-", "x"])
+    assert list(m) == ["+", "-", "x", MISSING]
+    assert m["+"] == {"+": 1, "-": 0, "x": 0, MISSING: 1}
+    assert m["-"] == {"+": 1, "-": 1, "x": 1, MISSING: 0}
+    assert sum(sum(row.values()) for row in m.values()) == 5
+
+
+@pytest.mark.parametrize("a, b, same", [
+    ("电机应该向-方向移动7步。", "电机应该向-方向移动７步", True),        # full-width digit, no full stop
+    ("电机应该向-方向移动7步。", " 电机应该向－方向 移动7步. ", True),    # full-width dash, spaces, ASCII stop
+    ("Move  7 steps, direction '-'!", "move 7 steps direction -", True),
+    ("电机应该向-方向移动7步。", "电机应该向+方向移动7步。", False),      # the sign is content, not punctuation
+    ("电机应该向-方向移动7步。", "电机应该向方向移动7步。", False),
+    ("7步", "17步", False),
+])
+def test_normalise_text(a, b, same):
+    assert (normalise_text(a) == normalise_text(b)) is same
+
+
+def test_text_field_exact_vs_normalised():
+    refs = [{"t": "电机应该向-方向移动7步。"}] * 3
+    preds = [{"t": "电机应该向-方向移动7步。"}, {"t": "电机应该向-方向移动７步"}, {"t": 7}]
+    m = score(list(zip(refs, preds)), {"t": {"type": "text", "tolerance": 0}})["fields"]["t"]
+    assert (m["exact"], m["normalised"], m["missing"]) == (round(1 / 3, 4), round(2 / 3, 4), 0)
+
+
+def test_derive_fields_from_reference_answers():
+    refs = [{"analysis": f"移动{i}步", "direction": "+-"[i % 2], "distance": i, "ok": i > 2} for i in range(1, 21)]
+    assert derive_fields(refs, max_classes=10) == {"analysis": "text", "direction": "categorical",
+                                                   "distance": "numeric", "ok": "categorical"}
+    assert derive_fields(refs, max_classes=20)["analysis"] == "categorical"
+    assert derive_fields([{"x": 1.5}, {"x": True}], 10) == {"x": "categorical"}   # a bool is no number
+
+
+def test_resolve_fields_defaults_and_overrides():
+    refs = [{"direction": "+", "distance": 3}, {"direction": "-", "distance": 4}]
+    assert resolve_fields(refs, {}, {"distance": 1}, 10) == {
+        "direction": {"type": "categorical", "tolerance": 0}, "distance": {"type": "numeric", "tolerance": 1}}
+    assert resolve_fields(refs, {"distance": "categorical"}, {}, 10) == {
+        "distance": {"type": "categorical", "tolerance": 0}}
+
+
+@pytest.mark.parametrize("refs, fields, tolerance, match", [
+    ([], {}, {}, "no reference answers"),
+    ([{"d": 1}, {"e": 2}], {"d": "numeric"}, {}, r"score\.fields\.d: 1 of 2 reference answers have no value \(rows 2\)"),
+    ([{"d": "seven"}], {"d": "numeric"}, {}, r"score\.fields\.d: numeric, but .*'seven'"),
+    ([{"d": "+", "n": 1}], {}, {"d": 1}, r"score\.tolerance\.d: not a numeric field; numeric fields: n"),
+    ([{"d": "+"}], {}, {"distance": 1}, r"score\.tolerance\.distance: not a numeric field; numeric fields: none"),
+])
+def test_resolve_fields_rejects_what_does_not_fit(refs, fields, tolerance, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_fields(refs, fields, tolerance, 10)
+
+
+def test_resolve_fields_reports_every_problem_at_once():
+    with pytest.raises(ValueError) as e:
+        resolve_fields([{"a": "x"}], {"a": "numeric", "b": "text"}, {}, 10)
+    assert "score.fields.a" in str(e.value) and "score.fields.b" in str(e.value)
+
+
+def test_worst_orders_failed_then_wrong_fields_then_error_and_skips_right_ones():
+    rows = [(REF, dict(REF), "ok"),                                   # right: never listed
+            (REF, {**REF, "distance": 9}, "ok"),                      # 1 wrong, error 2
+            (REF, {**REF, "distance": 8}, "ok"),                      # 1 wrong, error 1
+            (REF, None, "failed"),
+            (REF, {"direction": "+", "distance": 7}, "repaired")]     # 2 wrong
+    assert worst(rows, SPECS, k=10) == [3, 4, 1, 2]
+    assert worst(rows, SPECS, k=2) == [3, 4]
+    assert worst(rows[:1], SPECS, k=5) == []

@@ -1,0 +1,110 @@
+"""The `table` format: a CSV/TSV (read with pandas) or JSONL labels table whose columns play the roles set in
+data.columns: id, image paths (one or more), answer fields (the answer JSON, in order), per-row question/system.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from stages.readers import Place, Record, answer_text, is_empty, jsonl_objects, swift_row, text_lines
+
+INT = r"[+-]?(0|[1-9]\d*)"
+FLOAT = r"[+-]?((0|[1-9]\d*)(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
+
+
+def csv_record_lines(path: Path, sep: str, where: str, problems: list[str]) -> list[int]:
+    """The line where each data record of a CSV/TSV starts; ragged or badly quoted records are problems.
+    (pandas stops at the first bad line and cannot name the others, so the file is scanned first.)"""
+    last = 0
+
+    def counted():
+        nonlocal last
+        for last, text in text_lines(path, where, problems):
+            yield text
+    reader, starts, header = csv.reader(counted(), delimiter=sep, strict=True), [], None
+    try:
+        for fields in reader:
+            start = last - sum(f.count("\n") for f in fields)   # quoted fields may span lines
+            if not fields:
+                continue
+            if header is None:
+                header = fields
+            elif len(fields) != len(header):
+                problems.append(f"{where}:{start}: malformed row: {len(fields)} fields, expected {len(header)} "
+                                f"like the header ({', '.join(header)}); quote values that contain {sep!r}")
+            else:
+                starts.append(start)
+    except csv.Error as e:
+        problems.append(f"{where}:{last}: malformed CSV ({e}); expected fields quoted with \"...\"")
+    return starts
+
+
+def typed(cells: pd.Series) -> list:
+    """A label column's values: integers or floats when every cell is one (codes with leading zeros, such as
+    007, stay text), booleans when every cell is true/false, otherwise the text as written. Empty -> None."""
+    text = cells.dropna().str.strip()
+    if text.empty:
+        kind = str
+    elif text.str.fullmatch(INT).all():
+        kind = int
+    elif text.str.fullmatch(FLOAT).all():
+        kind = float
+    elif text.str.lower().isin(["true", "false"]).all():
+        def kind(s: str) -> bool:
+            return s.strip().lower() == "true"
+    else:
+        kind = str
+    return [None if is_empty(v) else kind(v) for v in cells.astype(object)]
+
+
+def table_record(rec: dict, where: str, default_id: str, cfg: dict, problems: list[str]) -> Record:
+    """One table row -> an ms-swift row; the answer is the answer columns as a JSON object, in their order."""
+    cols = cfg["columns"]
+    sid = default_id if not cols["id"] or is_empty(rec[cols["id"]]) else str(rec[cols["id"]])
+    if cols["id"] and is_empty(rec[cols["id"]]):
+        problems.append(f"{where}: column {cols['id']} is empty; expected a sample id")
+    images = []
+    for col in cols["images"]:
+        if is_empty(rec[col]):
+            problems.append(f"{where}: column {col} is empty; expected an image path")
+        else:
+            images.append(rec[col])
+    answer = {c: rec[c] for c in cols["answer"]}
+    if empty := [c for c, v in answer.items() if is_empty(v)]:
+        problems.append(f"{where}: empty answer field(s) {', '.join(empty)}; expected a value in every answer column")
+    question = cfg["prompt"] if not cols["question"] or is_empty(rec[cols["question"]]) else str(rec[cols["question"]])
+    system = cfg["system"] if not cols["system"] or is_empty(rec[cols["system"]]) else str(rec[cols["system"]])
+    return Record(where, swift_row(sid, images, question, answer_text(answer), system))
+
+
+def read_table(path: Path, cfg: dict, place: Place, problems: list[str]) -> Iterator[Record]:
+    """Rows of a .csv/.tsv/.jsonl table. JSONL values keep their JSON types; CSV/TSV cells are typed per column
+    (`typed`); rows without an id column get `<file stem>-<line>`."""
+    cols, where = cfg["columns"], place.rel(path)
+    needed = [c for c in (cols["id"], *cols["images"], *cols["answer"], cols["question"], cols["system"]) if c]
+    if path.suffix == ".jsonl":
+        for n, obj in jsonl_objects(path, where, problems):
+            if missing := [c for c in needed if c not in obj]:
+                problems.append(f"{where}:{n}: missing key(s) {', '.join(missing)}; the row has {', '.join(obj)}")
+            else:
+                yield table_record(obj, f"{where}:{n}", f"{path.stem}-{n}", cfg, problems)
+        return
+    if path.suffix not in (".csv", ".tsv"):
+        problems.append(f"{where}: unsupported labels format {path.suffix!r}; expected .csv, .tsv or .jsonl "
+                        "(export spreadsheets as 'CSV UTF-8')")
+        return
+    sep, before = ("\t" if path.suffix == ".tsv" else ","), len(problems)
+    lines = csv_record_lines(path, sep, where, problems)
+    if len(problems) > before:
+        return
+    df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    if missing := [c for c in needed if c not in df.columns]:
+        problems.append(f"{where}: missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, df.columns))}")
+        return
+    for col in cols["answer"]:
+        df[col] = pd.Series(typed(df[col]), index=df.index, dtype=object)
+    for n, rec in zip(lines, df.to_dict("records")):
+        yield table_record(rec, f"{where}:{n}", f"{path.stem}-{n}", cfg, problems)

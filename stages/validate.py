@@ -1,0 +1,169 @@
+"""Checks of the build stage: every image path and file, every row's messages, unique ids; then warnings
+(images over the pixel budget, class imbalance, the same image bytes in two splits).
+
+Images are checked one at a time and only a digest and a size are kept, so memory does not grow with them.
+PNG: `verify()` walks every chunk and its CRC (a truncated file fails) without inflating the pixels; other
+formats are decoded, JPEG at 1/8 scale (`draft`), which still reads its whole entropy-coded stream.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import NamedTuple
+
+from PIL import Image, UnidentifiedImageError
+
+from stages.readers import Place, Record
+
+FORMATS = "JPEG, PNG, WEBP, BMP, GIF or TIFF"
+PATCH_PX = {"qwen3_vl": 16 * 2, "qwen2_5_vl": 14 * 2, "qwen2_vl": 14 * 2}   # vision patch x spatial merge
+ROLES = ("system", "user", "assistant", "tool", "tool_call", "tool_response")
+
+
+class DataError(ValueError):
+    """The input data has problems; the message lists every one of them."""
+
+
+class ImageInfo(NamedTuple):
+    digest: bytes   # of the file's bytes: finds the same image under two names
+    width: int
+    height: int
+
+
+def resolve_image(value, place: Place) -> tuple[Path, str] | str:
+    """(absolute path, path relative to the repo root) of an image path as written in the input, or what is
+    wrong with it. Relative paths are relative to data.raw_dir; absolute ones must lie inside it too."""
+    if not isinstance(value, str) or not value.strip():
+        return f"image path {value!r} is not a path; expected a path relative to the data folder"
+    if "://" in value:
+        return f"image {value!r} is a URL; expected a file in the data folder (download it first)"
+    full = Path(os.path.normpath(place.raw_dir / value.replace("\\", "/")))
+    if not full.is_relative_to(place.raw_dir):
+        return f"image path {value!r} escapes the data folder {place.rel(place.raw_dir)}; expected a path inside it"
+    if not full.is_file():
+        return f"image not found: {place.rel(full)}"
+    return full, place.rel(full)
+
+
+def inspect_image(path: Path) -> ImageInfo | str:
+    """Digest and size of an image file, or what is wrong with it (empty, not an image, truncated)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if not data:
+        return "is empty (0 bytes)"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, (w, h) = im.format, im.size
+            if fmt == "PNG":
+                im.verify()
+            else:
+                im.draft(im.mode, (max(1, w // 8), max(1, h // 8)))
+                im.load()
+    except UnidentifiedImageError:
+        return f"is not an image in a supported format; expected {FORMATS}"
+    except Image.DecompressionBombError as e:
+        return f"is too large to decode safely ({e})"
+    except Exception as e:  # noqa: BLE001 - each decoder fails its own way; reported, never skipped
+        return f"is truncated or corrupt ({type(e).__name__}: {e})"
+    if not w or not h:
+        return f"has zero size ({w}x{h} px)"
+    return ImageInfo(hashlib.blake2b(data, digest_size=16).digest(), w, h)
+
+
+def check_messages(row: dict) -> list[str]:
+    """Problems of an ms-swift row's messages: shape, roles, a final non-empty assistant answer, and one
+    <image> tag per image."""
+    msgs = row.get("messages")
+    if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) for m in msgs):
+        return ["'messages' must be a non-empty list of {\"role\": ..., \"content\": ...}"]
+    problems = [f"messages[{i}]: role {m.get('role')!r}; expected one of {', '.join(ROLES)}"
+                for i, m in enumerate(msgs) if m.get("role") not in ROLES]
+    problems += [f"messages[{i}]: content must be text" for i, m in enumerate(msgs) if not isinstance(m.get("content"), str)]
+    last = msgs[-1]
+    if last.get("role") != "assistant" or not isinstance(last.get("content"), str) or not last["content"].strip():
+        problems.append("empty answer: expected a non-empty assistant message last")
+    tags = sum(m["content"].count("<image>") for m in msgs if isinstance(m.get("content"), str))
+    if tags != len(row["images"]):
+        problems.append(f"{tags} <image> tag(s) in the messages but {len(row['images'])} image(s); "
+                        "expected one <image> tag per image")
+    return problems
+
+
+class Checker:
+    """Checks records one at a time, keeping only what later checks need: ids, image digests and sizes."""
+
+    def __init__(self, place: Place, pixel_budget: int):
+        self.place, self.budget = place, pixel_budget
+        self.problems: list[str] = []
+        self.ids: dict[str, str] = {}                           # id -> where it was first seen
+        self.images: dict[Path, ImageInfo | str] = {}           # each file is inspected once
+        self.large: list[tuple[int, str, int, int]] = []        # (pixels, path, w, h) over the budget
+
+    def check(self, rec: Record) -> tuple[dict, tuple[bytes, ...]]:
+        """The row with its image paths relative to the repo root, and the images' digests."""
+        where, row = rec
+        self.problems += [f"{where}: {p}" for p in check_messages(row)]
+        if (first := self.ids.setdefault(row["id"], where)) != where:
+            self.problems.append(f"{where}: duplicate id {row['id']!r} (first at {first}); expected unique ids")
+        paths, digests = [], []
+        for value in row["images"]:
+            resolved = resolve_image(value, self.place)
+            if isinstance(resolved, str):
+                self.problems.append(f"{where}: {resolved}")
+                continue
+            full, rel = resolved
+            if full not in self.images:
+                self.images[full] = info = inspect_image(full)
+                if isinstance(info, ImageInfo) and info.width * info.height > self.budget:
+                    self.large.append((info.width * info.height, rel, info.width, info.height))
+            info = self.images[full]
+            if isinstance(info, str):
+                self.problems.append(f"{where}: image {rel} {info}")
+            paths.append(rel)
+            digests.append(info.digest if isinstance(info, ImageInfo) else b"")
+        return {**row, "images": paths}, tuple(digests)
+
+
+def pixel_budget(model: dict) -> int:
+    """The most pixels an image keeps in ms-swift: IMAGE_MAX_TOKEN_NUM x (patch x merge)^2."""
+    return model["image_max_token_num"] * PATCH_PX[model["model_type"]] ** 2
+
+
+def large_image_warning(large: list[tuple[int, str, int, int]], model: dict) -> str | None:
+    if not large:
+        return None
+    _, path, w, h = max(large)
+    side = PATCH_PX[model["model_type"]]
+    return (f"{len(large):,} image(s) exceed the pixel budget model.image_max_token_num {model['image_max_token_num']} "
+            f"x {side}x{side} px = {pixel_budget(model):,} px and will be downscaled to it by ms-swift "
+            f"(largest: {path}, {w}x{h} px); raise model.image_max_token_num to keep more detail")
+
+
+def imbalance_warning(labels: list[str], field: str, ratio: float) -> str | None:
+    counts = Counter(labels).most_common()
+    if len(counts) < 2 or counts[0][1] <= ratio * counts[-1][1]:
+        return None
+    shown = ", ".join(f"{k} {n:,}" for k, n in counts[:10]) + (", ..." if len(counts) > 10 else "")
+    return (f"class imbalance in {field!r}: {counts[0][0]} has {counts[0][1] / counts[-1][1]:.1f}x the samples of "
+            f"{counts[-1][0]} (over data.imbalance_ratio {ratio}); counts: {shown}")
+
+
+def leakage_warning(parts: dict[str, list[int]], digests: list[tuple[bytes, ...]], rows: list[dict]) -> str | None:
+    """Identical image bytes in more than one split: the test score would reward memorising."""
+    seen: dict[bytes, dict[str, str]] = defaultdict(dict)
+    for name, idx in parts.items():
+        for i in idx:
+            for digest, path in zip(digests[i], rows[i]["images"]):
+                if digest:
+                    seen[digest].setdefault(name, path)
+    shared = [where for where in seen.values() if len(where) > 1]
+    if not shared:
+        return None
+    examples = "; ".join(" = ".join(f"{p} ({s})" for s, p in w.items()) for w in shared[:3])
+    return (f"{len(shared):,} image(s) appear in more than one split (identical bytes), so test results may be "
+            f"optimistic: {examples}{'; ...' if len(shared) > 3 else ''}")

@@ -1,0 +1,210 @@
+"""Every kind of bad input gets a message naming the file, the row/line, what is wrong and what was expected,
+all problems of a run in one error; and the warnings (large images, leakage, imbalance). Real files in tmp_path."""
+import itertools
+
+import pytest
+from PIL import Image
+
+from stages.build import DataError, build_dataset
+from stages.schema import Data
+
+MODEL = {"model_type": "qwen3_vl", "image_max_token_num": 4}
+_colours = itertools.count(1)
+
+
+def cfg(**over) -> dict:
+    base = {"raw_dir": "data/raw", "labels": "labels.csv", "columns": {"images": ["image"], "answer": ["label"]},
+            "prompt": "What is it?", "val_ratio": 0.0, "test_ratio": 0.25}
+    return Data.model_validate({**base, **over}).model_dump()
+
+
+class Raw:
+    """data/raw in a temporary repository root; `raw / name` is a path in it, `raw.image(name)` writes a
+    distinct 8x8 image there and returns the name."""
+
+    def __init__(self, root):
+        self.root, self.dir = root, root / "data" / "raw"
+        (self.dir / "images").mkdir(parents=True)
+
+    def __truediv__(self, name):
+        return self.dir / name
+
+    def image(self, name: str, size=(8, 8)) -> str:
+        k = next(_colours)
+        Image.new("RGB", size, (k % 256, 7 * k % 256, 13 * k % 256)).save(self.dir / name)
+        return name
+
+
+@pytest.fixture
+def raw(tmp_path):
+    return Raw(tmp_path)
+
+
+def problems(raw, **over) -> list[str]:
+    with pytest.raises(DataError) as e:
+        build_dataset(cfg(**over), MODEL, 0, raw.root)
+    return str(e.value).splitlines()
+
+
+def table(raw, *rows: str, name="labels.csv", header="id,image,label") -> None:
+    (raw / name).write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+
+
+def four_good_rows(raw) -> list[str]:
+    return [f"g{i},{raw.image(f'images/g{i}.png')},ok" for i in range(4)]
+
+
+def test_missing_image(raw):
+    table(raw, *four_good_rows(raw), "x,images/nope.png,ok")
+    assert problems(raw) == ["1 problem in the input data (nothing was written):",
+                             "  data/raw/labels.csv:6: image not found: data/raw/images/nope.png"]
+
+
+def test_truncated_and_corrupt_images(raw):
+    for name in ("a.png", "b.jpg"):
+        Image.new("RGB", (64, 64), (9, 9, 9)).save(raw / "images" / name)
+        data = (raw / "images" / name).read_bytes()
+        (raw / "images" / name).write_bytes(data[:len(data) - 20])
+    table(raw, *four_good_rows(raw), "a,images/a.png,ok", "b,images/b.jpg,ok")
+    found = problems(raw)
+    assert found[1] == "  data/raw/labels.csv:6: image data/raw/images/a.png is truncated or corrupt (OSError: truncated PNG file)"
+    assert found[2].startswith("  data/raw/labels.csv:7: image data/raw/images/b.jpg is truncated or corrupt "
+                               "(OSError: image file is truncated")
+
+
+def test_unsupported_and_zero_size_images(raw):
+    (raw / "images" / "notes.png").write_text("not an image", encoding="utf-8")
+    (raw / "images" / "empty.png").write_bytes(b"")
+    table(raw, *four_good_rows(raw), "n,images/notes.png,ok", "e,images/empty.png,ok")
+    assert problems(raw)[1:] == [
+        "  data/raw/labels.csv:6: image data/raw/images/notes.png is not an image in a supported format; "
+        "expected JPEG, PNG, WEBP, BMP, GIF or TIFF",
+        "  data/raw/labels.csv:7: image data/raw/images/empty.png is empty (0 bytes)"]
+
+
+def test_unsupported_labels_file(raw):
+    (raw / "labels.xlsx").write_bytes(b"PK\x03\x04")
+    assert problems(raw, labels="labels.xlsx")[1:] == [
+        "  data/raw/labels.xlsx: unsupported labels format '.xlsx'; expected .csv, .tsv or .jsonl "
+        "(export spreadsheets as 'CSV UTF-8')"]
+
+
+def test_paths_escaping_the_data_folder(raw):
+    table(raw, *four_good_rows(raw), "a,../../etc/passwd,ok", "b,/etc/passwd,ok")
+    assert problems(raw)[1:] == [
+        "  data/raw/labels.csv:6: image path '../../etc/passwd' escapes the data folder data/raw; expected a path inside it",
+        "  data/raw/labels.csv:7: image path '/etc/passwd' escapes the data folder data/raw; expected a path inside it"]
+
+
+def test_image_tag_count_must_match_the_images(raw):
+    a, b = raw.image("images/a.png"), raw.image("images/b.png")
+    (raw / "qa.jsonl").write_text(
+        f'{{"images": ["{a}", "{b}"], "question": "Is <image> sharper?", "answer": "yes"}}\n', encoding="utf-8")
+    assert problems(raw, format="qa_jsonl", labels="qa.jsonl")[1] == (
+        "  data/raw/qa.jsonl:1: 1 <image> tag(s) in the messages but 2 image(s); expected one <image> tag per image")
+    (raw / "s.jsonl").write_text(f'{{"messages": [{{"role": "user", "content": "What?"}}, '
+                                 f'{{"role": "assistant", "content": "A."}}], "images": ["{a}"]}}\n', encoding="utf-8")
+    assert problems(raw, format="swift_jsonl", labels="s.jsonl")[1] == (
+        "  data/raw/s.jsonl:1: 0 <image> tag(s) in the messages but 1 image(s); expected one <image> tag per image")
+
+
+def test_empty_answers(raw):
+    table(raw, *four_good_rows(raw), f"e,{raw.image('images/e.png')},")
+    assert problems(raw)[1] == ("  data/raw/labels.csv:6: empty answer field(s) label; "
+                                "expected a value in every answer column")
+    (raw / "qa.jsonl").write_text(f'{{"image": "{raw.image("images/q.png")}", "answer": " "}}\n', encoding="utf-8")
+    assert problems(raw, format="qa_jsonl", labels="qa.jsonl")[1] == (
+        "  data/raw/qa.jsonl:1: empty answer: expected a non-empty assistant message last")
+
+
+def test_label_values_missing_from_the_label_map(raw):
+    (raw / "label_map.json").write_text('{"mapping_type": "positional", "positions": ['
+                                        '{"field": "status", "map": {"0": "ok", "1": "leak"}},'
+                                        '{"field": "night", "map": {"0": false, "1": true}}]}', encoding="utf-8")
+    for name in ("00_a.png", "10_b.png", "01_c.png", "11_d.png", "21_e.png", "1_f.png"):
+        raw.image(f"images/{name}")
+    assert problems(raw, format="filename", labels="images")[1:] == [
+        "  data/raw/images/1_f.png: label code '1' has 1 character(s); expected 2, one per position of "
+        "label_map.json (status, night)",
+        "  data/raw/images/21_e.png: label value '2' at position 1 (status) is not in label_map.json; expected one of 0, 1"]
+
+
+def test_duplicate_ids(raw):
+    table(raw, *four_good_rows(raw), f"g1,{raw.image('images/d.png')},ok")
+    assert problems(raw)[1] == "  data/raw/labels.csv:6: duplicate id 'g1' (first at data/raw/labels.csv:3); expected unique ids"
+
+
+def test_malformed_csv_and_json_lines(raw):
+    table(raw, *four_good_rows(raw), "x,images/x.png,ok,extra", "y")
+    assert problems(raw)[1:] == [
+        "  data/raw/labels.csv:6: malformed row: 4 fields, expected 3 like the header (id, image, label); "
+        "quote values that contain ','",
+        "  data/raw/labels.csv:7: malformed row: 1 fields, expected 3 like the header (id, image, label); "
+        "quote values that contain ','"]
+    (raw / "qa.jsonl").write_text('{"image": "a.png", "answer": "x"}\n{"image": "b.png" "answer": "y"}\n[1]\n',
+                                  encoding="utf-8")
+    found = problems(raw, format="qa_jsonl", labels="qa.jsonl")
+    assert "  data/raw/qa.jsonl:2: malformed JSON (Expecting ',' delimiter at column 19); expected one JSON object per line" in found
+    assert "  data/raw/qa.jsonl:3: expected a JSON object, got a JSON list" in found
+
+
+def test_non_utf8_text(raw):
+    (raw / "labels.csv").write_bytes("id,image,label\n1,images/a.png,焦点\n".encode("gbk"))
+    assert problems(raw)[1] == ("  data/raw/labels.csv:2: not UTF-8 text (byte 0xbd at byte 16 of the line); "
+                                "expected UTF-8: save the file as UTF-8 (Excel: 'CSV UTF-8')")
+
+
+def test_empty_dataset(raw):
+    table(raw)
+    assert problems(raw)[1] == "  data/raw/labels.csv: no samples; expected at least one (format table)"
+    (raw / "label_map.json").write_text('{"mapping_type": "positional", "positions": [{"field": "a", "map": {"0": 0}}]}',
+                                        encoding="utf-8")
+    assert problems(raw, format="filename", labels="images")[1] == (
+        "  data/raw/images: no samples; expected at least one (format filename)")
+
+
+def test_every_problem_at_once(raw):
+    table(raw, *four_good_rows(raw), "g0,images/nope.png,", "z,../x.png,ok,4")
+    found = problems(raw)
+    assert found[0] == "1 problem in the input data (nothing was written):"   # a malformed table stops there
+    table(raw, *four_good_rows(raw), "g0,images/nope.png,", "z,../x.png,ok")
+    assert problems(raw) == [
+        "4 problems in the input data (nothing was written):",
+        "  data/raw/labels.csv:6: empty answer field(s) label; expected a value in every answer column",
+        "  data/raw/labels.csv:6: duplicate id 'g0' (first at data/raw/labels.csv:2); expected unique ids",
+        "  data/raw/labels.csv:6: image not found: data/raw/images/nope.png",
+        "  data/raw/labels.csv:7: image path '../x.png' escapes the data folder data/raw; expected a path inside it"]
+
+
+def test_params_pointing_at_nothing(raw):
+    assert problems(raw, labels="missing.csv") == [
+        "1 problem in the data params (nothing was written):",
+        "  data.labels: data/raw/missing.csv not found (paths are relative to data.raw_dir)"]
+    assert problems(raw, raw_dir="data/other")[1] == "  data.raw_dir 'data/other': expected an existing folder inside the repository"
+    assert problems(raw, test_labels="../../x.csv")[1] == (
+        "  data.test_labels '../../x.csv' is outside data.raw_dir data/raw; keep every input inside it")
+    assert problems(raw, format="filename", labels="images")[1] == (
+        "  data/raw/label_map.json: label map not found; expected a positional label_map.json (data.label_map)")
+
+
+def test_stratify_class_too_small(raw):
+    table(raw, *four_good_rows(raw), f"r,{raw.image('images/r.png')},rare")
+    assert problems(raw, stratify="label")[1] == (
+        "  data.stratify 'label': too few samples to split every class into train/test (val_ratio 0.0, test_ratio 0.25), "
+        "each part needs one: class \"rare\" has 1 sample; add samples, merge classes, or set data.stratify: \"\"")
+
+
+def test_warnings_large_images_leakage_and_imbalance(raw):
+    rows = [f"g{i},{raw.image(f'images/g{i}.png')},ok" for i in range(20)]
+    raw.image("images/big.png", size=(300, 200))
+    (raw / "images" / "copy.png").write_bytes((raw / "images" / "g0.png").read_bytes())
+    table(raw, *rows, "big,images/big.png,rare", "b2,images/copy.png,rare")
+    rows, parts, warnings = build_dataset(cfg(stratify="label", test_ratio=0.3), MODEL, 0, raw.root)
+    assert len(rows) == 22 and [len(parts[k]) for k in ("train", "val", "test")] == [15, 0, 7]
+    assert warnings[0] == ("1 image(s) exceed the pixel budget model.image_max_token_num 4 x 32x32 px = 4,096 px "
+                           "and will be downscaled to it by ms-swift (largest: data/raw/images/big.png, 300x200 px); "
+                           "raise model.image_max_token_num to keep more detail")
+    assert warnings[1].startswith("1 image(s) appear in more than one split (identical bytes), so test results may "
+                                  "be optimistic: data/raw/images/")
+    assert warnings[2] == ("class imbalance in 'label': \"ok\" has 10.0x the samples of \"rare\" "
+                           "(over data.imbalance_ratio 10.0); counts: \"ok\" 20, \"rare\" 2")

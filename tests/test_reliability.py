@@ -1,0 +1,195 @@
+"""Faults and bad inputs against the real pipeline in a throwaway copy (run alone: pytest -m reliability).
+
+Each fault is a kill -9 of the whole `dvc repro` process group while a stage is mid-work. Survived means:
+no half-written file is in place; the previous outputs are there byte for byte, or (for outputs DVC
+caches, which DVC itself removes before it reruns a stage) come back byte for byte with `dvc checkout`;
+DVC still sees the stage as not done; and the next `dvc repro` finishes. The summary line at the end of
+the run counts faults, bad inputs and lost outputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.workspace import ENV, clone, commit, set_params, sh, stale
+
+pytestmark = pytest.mark.reliability
+SMALL = {"synth.num_samples": 40, "train.num_train_epochs": 1, "train.per_device_train_batch_size": 4,
+         "train.eval_steps": 2, "train.logging_steps": 1}
+OUTS = {"model": ["models/base"], "train": ["models/adapter", "metrics/train.json"],
+        "infer_finetuned": ["data/predictions/finetuned.jsonl"], "score@finetuned": ["metrics/finetuned.json"]}
+
+
+def digest(repo: Path, paths: list[str]) -> dict[str, str]:
+    files = [f for p in paths for f in ([repo / p] if (repo / p).is_file() else sorted((repo / p).rglob("*")))]
+    return {str(f.relative_to(repo)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = clone(tmp_path_factory.mktemp("reliability"))
+    set_params(repo, **SMALL)
+    sh("dvc", "repro", cwd=repo)
+    commit(repo, "small pipeline, reproduced")
+    return repo
+
+
+def kill_during(repo: Path, module: str, ready) -> None:
+    """Start `dvc repro`; once a `python -m <module>` process runs and `ready()` holds, kill -9 them all."""
+    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"dvc repro ended ({proc.returncode}) before the fault in {module}")
+            kids = psutil.Process(proc.pid).children(recursive=True)
+            if any(module in " ".join(k.cmdline()) for k in kids if k.is_running()) and ready():
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"{module} never reached the fault point")
+    except psutil.NoSuchProcess:
+        pass
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def exists(repo: Path, pattern: str):
+    return lambda: any(repo.glob(pattern))
+
+
+@pytest.mark.parametrize("stage, module, change, fault_point", [
+    ("model", "stages.model", {"model.builtin.vision_depth": 3}, "models/.base.tmp-*/*"),
+    ("train", "stages.train", {"lora.rank": 4}, "models/checkpoints/checkpoint-*"),
+    ("infer_finetuned", "stages.infer finetuned", {"infer.max_new_tokens": 40}, "data/predictions/.finetuned.jsonl.tmp-*"),
+    ("score@finetuned", "stages.score finetuned", {"score.distance_tolerance": 2}, "metrics"),
+])
+def test_kill_9_mid_stage_loses_nothing(repo, reliability, stage, module, change, fault_point):
+    original = (repo / "params.yaml").read_text(encoding="utf-8")
+    before = digest(repo, OUTS[stage])
+    set_params(repo, **change)
+    kill_during(repo, module, exists(repo, fault_point))
+    reliability.fault()
+    left = digest(repo, OUTS[stage])
+    assert left.items() <= before.items(), f"{stage}: a half-written output is in place"
+    assert stage in stale(repo), f"{stage}: an interrupted run counted as done"
+    sh("dvc", "checkout", cwd=repo, check=False)                  # DVC's own recovery of cached outputs
+    restored = digest(repo, OUTS[stage])
+    reliability.lost(len(before.items() - restored.items()))
+    assert restored == before, f"{stage}: outputs lost by an interrupted run"
+    sh("dvc", "repro", cwd=repo)                                   # no stale lock, finishes the change
+    assert stale(repo) == set()
+    (repo / "params.yaml").write_text(original, encoding="utf-8")
+    sh("dvc", "repro", cwd=repo)                                   # back to the committed state
+    assert digest(repo, OUTS[stage]) == before
+    assert not list(repo.glob("**/.*.tmp-*")), "temporary folders left behind"
+    reliability.survived()
+
+
+ALL_OUTS = ["models/base", "models/adapter", "data/dataset", "data/predictions", "metrics"]
+
+
+def refused(repo: Path, reliability, message: str, *argv: str) -> None:
+    """The command fails, says `message`, and every output is as it was."""
+    before = digest(repo, ALL_OUTS)
+    r = sh(*(argv or ("dvc", "repro")), cwd=repo, check=False)
+    said = r.stdout + r.stderr
+    ok = r.returncode != 0 and message in said
+    reliability.bad_input(refused=ok)
+    after = digest(repo, ALL_OUTS)
+    if after != before:
+        reliability.lost(len(set(before.items()) ^ set(after.items())))
+    assert ok, f"expected a failure saying {message!r}, got ({r.returncode}):\n{said[-3000:]}"
+    assert after == before
+
+
+@pytest.fixture
+def restore(repo):
+    """Put params.yaml back after a test that broke it."""
+    original = (repo / "params.yaml").read_text(encoding="utf-8")
+    yield repo
+    (repo / "params.yaml").write_text(original, encoding="utf-8")
+    sh("dvc", "repro", cwd=repo)
+    assert stale(repo) == set()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"lora.rnak": 8}, "lora.rnak: unknown key; did you mean 'rank'?"),
+    ({"train.learning_rate": "1e-4"}, "train.learning_rate: Input should be a valid number (write floats with a dot"),
+    ({"model.source": "huggingface"}, "model.source: Input should be 'builtin', 'local' or 'modelscope', got 'huggingface'"),
+    ({"lora.rank": 0, "infer.max_batch_size": -1}, "infer.max_batch_size: Input should be greater than 0"),
+    ({"data.val_ratio": 0.6, "data.test_ratio": 0.5}, "data.val_ratio + data.test_ratio must be < 1"),
+    ({"model.source": "local", "model.local_dir": "no/such/model"}, "no/such/model is not a directory"),
+])
+def test_bad_params_refused_before_work(restore, reliability, change, message):
+    set_params(restore, **change)
+    refused(restore, reliability, message)
+
+
+def local_model(repo: Path, name: str, drop: str = "", add: dict | None = None) -> str:
+    """A copy of the built base model under models/, with one file dropped or extra files added."""
+    dest = repo / "models" / name
+    subprocess.run(["cp", "-r", str(repo / "models/base"), str(dest)], check=True)
+    if drop:
+        (dest / drop).unlink()
+    for f, text in (add or {}).items():
+        (dest / f).write_text(text, encoding="utf-8")
+    return f"models/{name}"
+
+
+@pytest.mark.parametrize("name, drop, add, message", [
+    ("no_weights", "model.safetensors", None, "is incomplete: missing *.safetensors (model weights)"),
+    ("no_config", "config.json", None, "is incomplete: missing config.json"),
+    ("remote_code", "", {"modeling_evil.py": "import os\nos.system('touch pwned')\n"},
+     "the model ships code that ms-swift would run (modeling_evil.py)"),
+])
+def test_bad_model_dirs_refused(restore, reliability, name, drop, add, message):
+    set_params(restore, **{"model.source": "local", "model.local_dir": local_model(restore, name, drop, add)})
+    refused(restore, reliability, message)
+    assert not (restore / "pwned").exists()
+
+
+def test_unsafe_yaml_is_not_executed(restore, reliability):
+    path = restore / "params.yaml"
+    path.write_text(path.read_text() + "\nevil: !!python/object/apply:os.system ['touch pwned']\n")
+    refused(restore, reliability, "python/object/apply:os.system")
+    assert not (restore / "pwned").exists()
+
+
+def test_shell_metacharacters_pass_literally(restore, reliability):
+    prompt = "Focus? \"quoted\" 'single' ; touch pwned && $(touch pwned2) `touch pwned3`"
+    set_params(restore, **{"data.prompt": prompt})
+    sh("dvc", "repro", "check_params", "build", cwd=restore)
+    row = json.loads((restore / "data/dataset/test.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert row["messages"][0]["content"].endswith(prompt)
+    assert not list(restore.glob("pwned*"))
+
+
+def test_training_resumes_after_kill_9(repo, reliability):
+    """train.resume: a killed run continues from its last checkpoint and ends where an uninterrupted run
+    with the same params ends."""
+    original = (repo / "params.yaml").read_text(encoding="utf-8")
+    set_params(repo, **{"train.resume": True, "train.num_train_epochs": 2, "lora.rank": 6})
+    kill_during(repo, "stages.train", exists(repo, "models/checkpoints/checkpoint-*/trainer_state.json"))
+    reliability.fault()
+    r = sh("dvc", "repro", cwd=repo)
+    assert "resuming the interrupted run from checkpoint-" in r.stdout + r.stderr
+    resumed = json.loads((repo / "metrics/train.json").read_text())
+    subprocess.run(["rm", "-rf", str(repo / "models/checkpoints")], check=True)
+    sh("dvc", "repro", "--force", "train", cwd=repo)               # the same run, uninterrupted
+    straight = json.loads((repo / "metrics/train.json").read_text())
+    assert resumed["steps"] == straight["steps"]
+    assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], rel=0.02)
+    (repo / "params.yaml").write_text(original, encoding="utf-8")
+    sh("dvc", "repro", cwd=repo)
+    reliability.survived()

@@ -1,0 +1,65 @@
+"""A throwaway copy of the repository and the real `dvc` in it: what the end-to-end and reliability tests share."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+
+
+def sh(*argv, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run(argv, cwd=cwd, env=ENV, text=True, capture_output=True)
+    if check and r.returncode:
+        raise AssertionError(f"{' '.join(argv)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return r
+
+
+def commit(repo: Path, message: str) -> None:
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", message,
+       "--allow-empty", cwd=repo)
+
+
+def clone(dest: Path) -> Path:
+    """What a clean clone has (tracked and untracked-not-ignored files), minus the committed results,
+    so that every stage really runs; made a git repository of its own (dvc exp needs one)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, text=True,
+                           capture_output=True, check=True).stdout.splitlines()
+    for f in files:
+        if (ROOT / f).is_file() and f != "dvc.lock" and not f.startswith("metrics/"):
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest / f)
+    sh("git", "init", "-q", cwd=dest)
+    commit(dest, "clone")
+    return dest
+
+
+def ran(output: str) -> list[str]:
+    """Stages that `dvc repro` / `dvc exp run` actually ran, from their own log lines."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+def stale(repo: Path) -> set[str]:
+    """Stages whose own deps, params or outs changed (`dvc status`); downstream ones follow from dvc.yaml."""
+    return set(json.loads(sh("dvc", "status", "--json", cwd=repo).stdout))
+
+
+def set_params(repo: Path, **changes) -> None:
+    """set_params(repo, **{"lora.rank": 4}) - edit params.yaml as a user would."""
+    path = repo / "params.yaml"
+    p = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = p
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(p, allow_unicode=True, sort_keys=False), encoding="utf-8")
