@@ -81,7 +81,7 @@ def read_label_map(path: Path, where: str) -> tuple[Positions, dict, list[str]]:
     if not path.is_file():
         return [], {}, [f"{where}: label map not found; expected a positional label_map.json (data.label_map)"]
     try:
-        return parse_label_map(json.loads(path.read_text(encoding="utf-8")), where)
+        return parse_label_map(json.loads(path.read_text(encoding="utf-8-sig")), where)
     except UnicodeDecodeError:
         return [], {}, [f"{where}: not UTF-8 text; expected UTF-8: save the file as UTF-8"]
     except json.JSONDecodeError as e:
@@ -104,5 +104,5 @@ def read_filename(folder: Path, cfg: dict, place: Place, problems: list[str], ex
         answer, wrong = decode(code, positions, defaults, map_path.name)
         where = place.rel(f)
         problems += [f"{where}: {w}" for w in wrong]
-        yield Record(where, swift_row(f.relative_to(folder).with_suffix("").as_posix(), [f.relative_to(place.raw_dir).as_posix()],
-                                      cfg["prompt"], answer_text(answer), cfg["system"]))
+        sid, image = f.relative_to(folder).with_suffix("").as_posix(), f.relative_to(place.raw_dir).as_posix()
+        yield Record(where, swift_row(sid, [image], cfg["prompt"], answer_text(answer), cfg["system"]))

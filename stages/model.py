@@ -2,7 +2,8 @@
 
 builtin    - a tiny random Qwen3-VL built offline, deterministic from the seed (the embedded default);
 local      - an existing model directory, hard-linked (no copy) where the filesystem allows;
-modelscope - a ModelScope download at a pinned revision (token from MODELSCOPE_API_TOKEN only).
+modelscope - a ModelScope download at a pinned revision into ModelScope's cache, hard-linked here
+             (token from MODELSCOPE_API_TOKEN only).
 """
 from __future__ import annotations
 
@@ -49,13 +50,15 @@ def link_tree(src: Path, dst: Path) -> None:
 
 
 def download(model_id: str, revision: str, dst: Path) -> None:
+    """Into ModelScope's own cache (MODELSCOPE_CACHE): resumable after a kill, downloaded once per machine
+    however many workspaces (`dvc exp run --queue` runs each in its own) link it into models/base."""
     from modelscope import snapshot_download
     from modelscope.hub.api import HubApi
 
     if token := os.environ.get("MODELSCOPE_API_TOKEN"):
         HubApi().login(token)
     log.info("downloading %s@%s from ModelScope", model_id, revision)
-    snapshot_download(model_id, revision=revision, local_dir=str(dst))
+    link_tree(Path(snapshot_download(model_id, revision=revision)), dst)
 
 
 def obtain(cfg: dict, seed: int, dst: Path) -> None:

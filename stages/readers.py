@@ -3,8 +3,8 @@ and where it came from - and appends what is wrong to a shared `problems` list i
 
   table        stages/table.py: CSV/TSV or JSONL with column roles in data.columns
   filename     stages/label_map.py: an image folder whose names encode the labels (seed 002)
-  qa_jsonl     here: one `{image | images, question, answer, system?, id?}` per line (seed 003)
-  swift_jsonl  here: ms-swift rows `{messages, images, ...}`, passed through
+  qa_jsonl     stages/jsonl_rows.py: one `{image | images, question, answer, system?, id?}` per line (seed 003)
+  swift_jsonl  stages/jsonl_rows.py: ms-swift rows `{messages, images, ...}`, passed through
 
 Image paths stay as written (relative to data.raw_dir); stages/validate.py checks and rewrites them.
 """
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 from pathlib import Path
 from typing import Iterator, NamedTuple
-
-QA_KEYS = ("id", "image", "images", "question", "answer", "system")
 
 
 class Place(NamedTuple):
@@ -46,7 +45,9 @@ def answer_text(answer) -> str:
 
 def is_empty(value) -> bool:
     """None, NaN (pandas' empty cell) or blank text."""
-    return value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip())
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def text_lines(path: Path, where: str, problems: list[str]) -> Iterator[tuple[int, str]]:
@@ -78,54 +79,6 @@ def jsonl_objects(path: Path, where: str, problems: list[str]) -> Iterator[tuple
         yield n, obj
 
 
-def text_or(value, default: str) -> str:
-    return value if isinstance(value, str) and value.strip() else default
-
-
-def qa_record(obj: dict, where: str, default_id: str, cfg: dict, problems: list[str]) -> Record:
-    """`{image | images, question, answer, system?, id?}` -> an ms-swift row (seed 003's format). An empty or
-    missing question falls back to data.prompt, a missing system to data.system; an answer that is not a string
-    (a JSON object) becomes compact JSON."""
-    if unknown := [k for k in obj if k not in QA_KEYS]:
-        problems.append(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(QA_KEYS)}")
-    if "image" in obj and "images" in obj:
-        problems.append(f"{where}: both 'image' and 'images'; expected one of them")
-    images = [obj["image"]] if "image" in obj else obj.get("images")
-    if images is None:
-        problems.append(f"{where}: no image; expected 'image' (a path) or 'images' (a list of paths)")
-    elif not isinstance(images, list):
-        problems.append(f"{where}: 'images' is a JSON {type(images).__name__}; expected a list of paths")
-    if bad := [k for k in ("question", "system") if obj.get(k) is not None and not isinstance(obj[k], str)]:
-        problems.append(f"{where}: {' and '.join(bad)} must be text")
-    answer = "" if obj.get("answer") is None else answer_text(obj["answer"])
-    sid = str(obj["id"]) if obj.get("id") not in (None, "") else default_id
-    return Record(where, swift_row(sid, images if isinstance(images, list) else [], text_or(obj.get("question"), cfg["prompt"]),
-                                   answer, text_or(obj.get("system"), cfg["system"])))
-
-
-def swift_record(obj: dict, where: str, default_id: str, problems: list[str]) -> Record:
-    """An ms-swift row, kept as it is (other keys too), with an `id` first; stages/validate.py checks it."""
-    images = obj.get("images", [])
-    if not isinstance(images, list):
-        problems.append(f"{where}: 'images' is a JSON {type(images).__name__}; expected a list of paths")
-        images = []
-    if "messages" not in obj:
-        problems.append(f"{where}: no 'messages'; expected an ms-swift row {{\"messages\": [...], \"images\": [...]}}")
-    sid = str(obj["id"]) if obj.get("id") not in (None, "") else default_id
-    rest = {k: v for k, v in obj.items() if k not in ("id", "messages", "images")}
-    return Record(where, {"id": sid, "messages": obj.get("messages", []), "images": images, **rest})
-
-
-def read_jsonl(fmt: str, path: Path, cfg: dict, place: Place, problems: list[str]) -> Iterator[Record]:
-    """The records of a qa_jsonl or swift_jsonl file; rows without an `id` get `<file stem>-<line>`."""
-    where = place.rel(path)
-    for n, obj in jsonl_objects(path, where, problems):
-        if fmt == "qa_jsonl":
-            yield qa_record(obj, f"{where}:{n}", f"{path.stem}-{n}", cfg, problems)
-        else:
-            yield swift_record(obj, f"{where}:{n}", f"{path.stem}-{n}", problems)
-
-
 def detect_format(path: Path) -> str:
     """`data.format: auto`: a folder -> filename; .csv/.tsv -> table; JSONL by the keys of its first row."""
     if path.is_dir():
@@ -137,3 +90,36 @@ def detect_format(path: Path) -> str:
             return "swift_jsonl"
         return "qa_jsonl" if "answer" in obj and ("image" in obj or "images" in obj) else "table"
     return "table"
+
+
+def inputs(cfg: dict, place: Place) -> tuple[dict[str, Path], list[str]]:
+    """The files named in data.labels/test_labels/system_file, each checked to exist inside data.raw_dir
+    (the stage's only data dep)."""
+    if not place.raw_dir.is_relative_to(place.root) or not place.raw_dir.is_dir():
+        return {}, [f"data.raw_dir {cfg['raw_dir']!r}: expected an existing folder inside the repository"]
+    paths, problems = {}, []
+    for key in [k for k in ("labels", "test_labels", "system_file") if cfg[k]]:
+        full = Path(os.path.normpath(place.raw_dir / cfg[key]))
+        if not full.is_relative_to(place.raw_dir):
+            problems.append(f"data.{key} {cfg[key]!r} is outside data.raw_dir {cfg['raw_dir']}; "
+                            "keep every input inside it")
+        elif not full.exists():
+            problems.append(f"data.{key}: {place.rel(full)} not found (paths are relative to data.raw_dir)")
+        else:
+            paths[key] = full
+    return paths, problems
+
+
+def system_prompt(path: Path, where: str) -> tuple[str, list[str]]:
+    """data.system_file's text (seed 002's prompt file): plain text, or JSON {"system_prompt": "..."}."""
+    try:
+        text = path.read_text(encoding="utf-8-sig").strip()
+    except UnicodeDecodeError:
+        return "", [f"{where}: not UTF-8 text; expected UTF-8: save the file as UTF-8"]
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text, [] if text else [f"{where}: empty; expected the system prompt"]
+    if isinstance(obj, dict) and isinstance(obj.get("system_prompt"), str) or isinstance(obj, str):
+        return (obj if isinstance(obj, str) else obj["system_prompt"]), []
+    return "", [f"{where}: JSON, but not {{\"system_prompt\": \"...\"}}; expected that or plain text"]

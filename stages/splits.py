@@ -1,13 +1,14 @@
-"""Splits of the build stage: seeded, optionally stratified by an answer field, into train/val/test index lists."""
+"""Splits of the build stage: seeded, optionally stratified by an answer field, into train/val/test index lists;
+and the warnings about them (class imbalance, the same image bytes in two splits)."""
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
 from stages.common import count
-from stages.validate import DataError
+from stages.validate import DataError, ImageInfo
 
 
 def split(n: int, val_ratio: float, test_ratio: float, seed: int) -> dict[str, list[int]]:
@@ -22,7 +23,8 @@ def split(n: int, val_ratio: float, test_ratio: float, seed: int) -> dict[str, l
     return {k: sorted(int(i) for i in v) for k, v in parts.items()}
 
 
-def stratified_split(labels: list[str], val_ratio: float, test_ratio: float, seed: int, field: str) -> dict[str, list[int]]:
+def stratified_split(labels: list[str], val_ratio: float, test_ratio: float, seed: int,
+                     field: str) -> dict[str, list[int]]:
     """`split` within each class, so that every part has each class in about the same proportion."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, label in enumerate(labels):
@@ -42,15 +44,40 @@ def stratified_split(labels: list[str], val_ratio: float, test_ratio: float, see
     return {k: sorted(v) for k, v in parts.items()}
 
 
-def class_labels(rows: list[dict], wheres: list[str], field: str) -> tuple[list[str], list[str]]:
-    """Each row's value of answer field `field` (as JSON text), and the rows whose answer lacks it."""
-    labels, problems = [], []
-    for row, where in zip(rows, wheres):
-        try:
-            answer = json.loads(row["messages"][-1]["content"])
-        except (ValueError, TypeError, KeyError, IndexError):
-            answer = None
-        if not isinstance(answer, dict) or field not in answer:
-            problems.append(f"{where}: the answer has no field {field!r} (data.stratify); expected a JSON object with it")
-        labels.append(json.dumps(answer.get(field) if isinstance(answer, dict) else None, ensure_ascii=False))
-    return labels, problems
+def class_label(row: dict, field: str) -> str | None:
+    """The class a row is stratified by: its answer's field `field` as JSON text; None when the answer is not a
+    JSON object with that field."""
+    try:
+        answer = json.loads(row["messages"][-1]["content"])
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+    return json.dumps(answer[field], ensure_ascii=False) if isinstance(answer, dict) and field in answer else None
+
+
+def imbalance_warning(labels: list[str], field: str, ratio: float) -> str | None:
+    counts = Counter(labels).most_common()
+    if len(counts) < 2 or counts[0][1] <= ratio * counts[-1][1]:
+        return None
+    shown = ", ".join(f"{k} {n:,}" for k, n in counts[:10]) + (", ..." if len(counts) > 10 else "")
+    return (f"class imbalance in {field!r}: {counts[0][0]} has {counts[0][1] / counts[-1][1]:.1f}x the samples of "
+            f"{counts[-1][0]} (over data.imbalance_ratio {ratio}); counts: {shown}")
+
+
+def leakage_warning(parts: dict[str, list[int]], digests: list[tuple[bytes, ...]],
+                    images: dict[str, ImageInfo | str]) -> str | None:
+    """Identical image bytes in more than one split: the test score would reward memorising."""
+    splits: dict[bytes, set[str]] = defaultdict(set)
+    for name, idx in parts.items():
+        for i in idx:
+            for digest in digests[i]:
+                splits[digest].add(name)
+    shared = {d: sorted(s) for d, s in splits.items() if len(s) > 1 and d}
+    if not shared:
+        return None
+    names = defaultdict(list)
+    for path, info in images.items():
+        if isinstance(info, ImageInfo) and info.digest in shared:
+            names[info.digest].append(path)
+    examples = "; ".join(f"{', '.join(sorted(names[d]))} in {' and '.join(s)}" for d, s in list(shared.items())[:3])
+    return (f"{len(shared):,} image(s) appear in more than one split (identical bytes), so test results may be "
+            f"optimistic: {examples}{'; ...' if len(shared) > 3 else ''}")

@@ -102,9 +102,11 @@ def read_table(path: Path, cfg: dict, place: Place, problems: list[str]) -> Iter
         return
     df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
     if missing := [c for c in needed if c not in df.columns]:
-        problems.append(f"{where}: missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, df.columns))}")
+        problems.append(f"{where}: missing column(s) {', '.join(missing)}; "
+                        f"the table has {', '.join(map(str, df.columns))}")
         return
     for col in cols["answer"]:
         df[col] = pd.Series(typed(df[col]), index=df.index, dtype=object)
-    for n, rec in zip(lines, df.to_dict("records")):
-        yield table_record(rec, f"{where}:{n}", f"{path.stem}-{n}", cfg, problems)
+    for start in range(0, len(df), 1000):   # rows as dicts, a chunk at a time
+        for n, rec in zip(lines[start:start + 1000], df.iloc[start:start + 1000].to_dict("records")):
+            yield table_record(rec, f"{where}:{n}", f"{path.stem}-{n}", cfg, problems)

@@ -1,5 +1,5 @@
-"""Checks of the build stage: every image path and file, every row's messages, unique ids; then warnings
-(images over the pixel budget, class imbalance, the same image bytes in two splits).
+"""Checks of the build stage: every image path and file, every row's messages, unique ids; and the warning
+about images over the pixel budget (the split's warnings are in stages/splits.py).
 
 Images are checked one at a time and only a digest and a size are kept, so memory does not grow with them.
 PNG: `verify()` walks every chunk and its CRC (a truncated file fails) without inflating the pixels; other
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections import Counter, defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -83,7 +82,8 @@ def check_messages(row: dict) -> list[str]:
         return ["'messages' must be a non-empty list of {\"role\": ..., \"content\": ...}"]
     problems = [f"messages[{i}]: role {m.get('role')!r}; expected one of {', '.join(ROLES)}"
                 for i, m in enumerate(msgs) if m.get("role") not in ROLES]
-    problems += [f"messages[{i}]: content must be text" for i, m in enumerate(msgs) if not isinstance(m.get("content"), str)]
+    problems += [f"messages[{i}]: content must be text" for i, m in enumerate(msgs)
+                 if not isinstance(m.get("content"), str)]
     last = msgs[-1]
     if last.get("role") != "assistant" or not isinstance(last.get("content"), str) or not last["content"].strip():
         problems.append("empty answer: expected a non-empty assistant message last")
@@ -101,8 +101,8 @@ class Checker:
         self.place, self.budget = place, pixel_budget
         self.problems: list[str] = []
         self.ids: dict[str, str] = {}                           # id -> where it was first seen
-        self.images: dict[Path, ImageInfo | str] = {}           # each file is inspected once
-        self.large: list[tuple[int, str, int, int]] = []        # (pixels, path, w, h) over the budget
+        self.images: dict[str, ImageInfo | str] = {}            # repo-relative path -> info: inspected once
+        self.n_large, self.largest = 0, (0, "", 0, 0)          # images over the budget; (px, path, w, h)
 
     def check(self, rec: Record) -> tuple[dict, tuple[bytes, ...]]:
         """The row with its image paths relative to the repo root, and the images' digests."""
@@ -117,11 +117,12 @@ class Checker:
                 self.problems.append(f"{where}: {resolved}")
                 continue
             full, rel = resolved
-            if full not in self.images:
-                self.images[full] = info = inspect_image(full)
-                if isinstance(info, ImageInfo) and info.width * info.height > self.budget:
-                    self.large.append((info.width * info.height, rel, info.width, info.height))
-            info = self.images[full]
+            if rel not in self.images:
+                self.images[rel] = info = inspect_image(full)
+                if isinstance(info, ImageInfo) and (px := info.width * info.height) > self.budget:
+                    self.n_large += 1
+                    self.largest = max(self.largest, (px, rel, info.width, info.height))
+            info = self.images[rel]
             if isinstance(info, str):
                 self.problems.append(f"{where}: image {rel} {info}")
             paths.append(rel)
@@ -134,36 +135,12 @@ def pixel_budget(model: dict) -> int:
     return model["image_max_token_num"] * PATCH_PX[model["model_type"]] ** 2
 
 
-def large_image_warning(large: list[tuple[int, str, int, int]], model: dict) -> str | None:
-    if not large:
+def large_image_warning(n: int, largest: tuple[int, str, int, int], model: dict) -> str | None:
+    """How many images exceed the pixel budget and the largest, (px, path, w, h), as a warning."""
+    if not n:
         return None
-    _, path, w, h = max(large)
+    _, path, w, h = largest
     side = PATCH_PX[model["model_type"]]
-    return (f"{len(large):,} image(s) exceed the pixel budget model.image_max_token_num {model['image_max_token_num']} "
+    return (f"{n:,} image(s) exceed the pixel budget model.image_max_token_num {model['image_max_token_num']} "
             f"x {side}x{side} px = {pixel_budget(model):,} px and will be downscaled to it by ms-swift "
             f"(largest: {path}, {w}x{h} px); raise model.image_max_token_num to keep more detail")
-
-
-def imbalance_warning(labels: list[str], field: str, ratio: float) -> str | None:
-    counts = Counter(labels).most_common()
-    if len(counts) < 2 or counts[0][1] <= ratio * counts[-1][1]:
-        return None
-    shown = ", ".join(f"{k} {n:,}" for k, n in counts[:10]) + (", ..." if len(counts) > 10 else "")
-    return (f"class imbalance in {field!r}: {counts[0][0]} has {counts[0][1] / counts[-1][1]:.1f}x the samples of "
-            f"{counts[-1][0]} (over data.imbalance_ratio {ratio}); counts: {shown}")
-
-
-def leakage_warning(parts: dict[str, list[int]], digests: list[tuple[bytes, ...]], rows: list[dict]) -> str | None:
-    """Identical image bytes in more than one split: the test score would reward memorising."""
-    seen: dict[bytes, dict[str, str]] = defaultdict(dict)
-    for name, idx in parts.items():
-        for i in idx:
-            for digest, path in zip(digests[i], rows[i]["images"]):
-                if digest:
-                    seen[digest].setdefault(name, path)
-    shared = [where for where in seen.values() if len(where) > 1]
-    if not shared:
-        return None
-    examples = "; ".join(" = ".join(f"{p} ({s})" for s, p in w.items()) for w in shared[:3])
-    return (f"{len(shared):,} image(s) appear in more than one split (identical bytes), so test results may be "
-            f"optimistic: {examples}{'; ...' if len(shared) > 3 else ''}")

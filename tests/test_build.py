@@ -9,9 +9,9 @@ from PIL import Image
 from stages.build import DataError
 from stages.label_map import decode, parse_label_map
 from stages.readers import Place, detect_format, swift_row
-from stages.splits import class_labels, split, stratified_split
+from stages.splits import class_label, imbalance_warning, split, stratified_split
 from stages.table import typed
-from stages.validate import check_messages, imbalance_warning, inspect_image, pixel_budget, resolve_image
+from stages.validate import check_messages, inspect_image, pixel_budget, resolve_image
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LABEL_MAP = {"mapping_type": "positional",
@@ -67,11 +67,10 @@ def test_stratified_split_names_every_class_too_small_to_split():
         "add samples, merge classes, or set data.stratify: \"\"")
 
 
-def test_class_labels_reports_answers_without_the_field():
-    rows = [swift_row("1", [], "q", '{"status": "ok"}', ""), swift_row("2", [], "q", "plain text", "")]
-    labels, problems = class_labels(rows, ["f:1", "f:2"], "status")
-    assert labels[0] == '"ok"'
-    assert problems == ["f:2: the answer has no field 'status' (data.stratify); expected a JSON object with it"]
+def test_class_label_is_the_answer_field_as_json():
+    assert class_label(swift_row("1", [], "q", '{"status": "ok", "n": 3}', ""), "status") == '"ok"'
+    assert class_label(swift_row("1", [], "q", '{"status": "ok", "n": 3}', ""), "n") == "3"
+    assert class_label(swift_row("2", [], "q", "plain text", ""), "status") is None
 
 
 def test_typed_columns_keep_numbers_numbers_and_codes_text():

@@ -1,6 +1,7 @@
 """End-to-end: `python -m stages.build` in a temporary copy of the repository, one run per input format on the
 fixture in tests/fixtures/<format>/ (data/ is copied to data/user, params.yaml's data.* overrides are applied),
 checking the exact JSONL written; and a bad run, which must exit non-zero and leave the previous outputs."""
+import os
 import shutil
 import subprocess
 import sys
@@ -60,4 +61,20 @@ def test_bad_data_exits_non_zero_lists_every_problem_and_keeps_the_previous_outp
     assert "data/user/labels.csv:2: image path '../../etc/passwd' escapes the data folder data/user" in done.stderr
     assert "data/user/labels.csv:3: empty answer field(s) direction" in done.stderr
     assert "data/user/labels.csv:5: image data/user/images/s4_b.jpg is empty (0 bytes)" in done.stderr
+    assert {p.name: p.read_bytes() for p in (repo / "data" / "dataset").iterdir()} == before
+
+
+def test_dvc_repro_build_on_bad_data_keeps_the_previous_dataset(tmp_path):
+    """Under `dvc repro` too: DVC would delete a plain output before running the stage; `persist: true` on
+    data/dataset leaves it, and the stage exits before writing."""
+    repo = repo_copy(tmp_path, "table")
+    dvc = [sys.executable, "-m", "dvc"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # stage's `python`
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=repo, check=True)
+    subprocess.run([*dvc, "repro", "build"], cwd=repo, check=True, capture_output=True, env=env)
+    before = {p.name: p.read_bytes() for p in (repo / "data" / "dataset").iterdir()}
+    (repo / "data" / "user" / "images" / "s2_a.png").unlink()
+    done = subprocess.run([*dvc, "repro", "build"], cwd=repo, capture_output=True, text=True, env=env)
+    assert done.returncode != 0
+    assert "data/user/labels.csv:3: image not found: data/user/images/s2_a.png" in done.stdout + done.stderr
     assert {p.name: p.read_bytes() for p in (repo / "data" / "dataset").iterdir()} == before

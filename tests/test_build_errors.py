@@ -1,6 +1,8 @@
 """Every kind of bad input gets a message naming the file, the row/line, what is wrong and what was expected,
 all problems of a run in one error; and the warnings (large images, leakage, imbalance). Real files in tmp_path."""
+import io
 import itertools
+import json
 
 import pytest
 from PIL import Image
@@ -42,7 +44,7 @@ def raw(tmp_path):
 
 def problems(raw, **over) -> list[str]:
     with pytest.raises(DataError) as e:
-        build_dataset(cfg(**over), MODEL, 0, raw.root)
+        build_dataset(cfg(**over), MODEL, 0, io.StringIO(), raw.root)
     return str(e.value).splitlines()
 
 
@@ -67,7 +69,7 @@ def test_truncated_and_corrupt_images(raw):
         (raw / "images" / name).write_bytes(data[:len(data) - 20])
     table(raw, *four_good_rows(raw), "a,images/a.png,ok", "b,images/b.jpg,ok")
     found = problems(raw)
-    assert found[1] == "  data/raw/labels.csv:6: image data/raw/images/a.png is truncated or corrupt (OSError: truncated PNG file)"
+    assert found[1].startswith("  data/raw/labels.csv:6: image data/raw/images/a.png is truncated or corrupt (OSError: ")
     assert found[2].startswith("  data/raw/labels.csv:7: image data/raw/images/b.jpg is truncated or corrupt "
                                "(OSError: image file is truncated")
 
@@ -177,6 +179,7 @@ def test_every_problem_at_once(raw):
 
 
 def test_params_pointing_at_nothing(raw):
+    table(raw, *four_good_rows(raw))
     assert problems(raw, labels="missing.csv") == [
         "1 problem in the data params (nothing was written):",
         "  data.labels: data/raw/missing.csv not found (paths are relative to data.raw_dir)"]
@@ -199,12 +202,76 @@ def test_warnings_large_images_leakage_and_imbalance(raw):
     raw.image("images/big.png", size=(300, 200))
     (raw / "images" / "copy.png").write_bytes((raw / "images" / "g0.png").read_bytes())
     table(raw, *rows, "big,images/big.png,rare", "b2,images/copy.png,rare")
-    rows, parts, warnings = build_dataset(cfg(stratify="label", test_ratio=0.3), MODEL, 0, raw.root)
-    assert len(rows) == 22 and [len(parts[k]) for k in ("train", "val", "test")] == [15, 0, 7]
+    spool = io.StringIO()
+    parts, warnings = build_dataset(cfg(stratify="label", test_ratio=0.3, imbalance_ratio=5.0), MODEL, 0, spool, raw.root)
+    assert len(spool.getvalue().splitlines()) == 22 and [len(parts[k]) for k in ("train", "val", "test")] == [15, 0, 7]
     assert warnings[0] == ("1 image(s) exceed the pixel budget model.image_max_token_num 4 x 32x32 px = 4,096 px "
                            "and will be downscaled to it by ms-swift (largest: data/raw/images/big.png, 300x200 px); "
                            "raise model.image_max_token_num to keep more detail")
-    assert warnings[1].startswith("1 image(s) appear in more than one split (identical bytes), so test results may "
-                                  "be optimistic: data/raw/images/")
+    assert warnings[1] == ("1 image(s) appear in more than one split (identical bytes), so test results may be "
+                           "optimistic: data/raw/images/copy.png, data/raw/images/g0.png in test and train")
     assert warnings[2] == ("class imbalance in 'label': \"ok\" has 10.0x the samples of \"rare\" "
-                           "(over data.imbalance_ratio 10.0); counts: \"ok\" 20, \"rare\" 2")
+                           "(over data.imbalance_ratio 5.0); counts: \"ok\" 20, \"rare\" 2")
+
+
+def test_qa_rows_with_unknown_or_conflicting_keys(raw):
+    a = raw.image("images/a.png")
+    (raw / "qa.jsonl").write_text(f'{{"image": "{a}", "images": ["{a}"], "querry": "q", "answer": "x"}}\n'
+                                  '{"question": 3, "answer": "x"}\n', encoding="utf-8")
+    assert problems(raw, format="qa_jsonl", labels="qa.jsonl")[1:] == [
+        "  data/raw/qa.jsonl:1: unknown key(s) querry; expected id, image, images, question, answer, system",
+        "  data/raw/qa.jsonl:1: both 'image' and 'images'; expected one of them",
+        "  data/raw/qa.jsonl:2: no image; expected 'image' (a path) or 'images' (a list of paths)",
+        "  data/raw/qa.jsonl:2: question must be text"]
+
+
+def test_swift_rows_pass_through_with_their_other_keys(raw):
+    rows = [f'{{"id": "r{i}", "messages": [{{"role": "user", "content": "<image>Q"}}, {{"role": "assistant", '
+            f'"content": "A{i}"}}], "images": ["{raw.image(f"images/r{i}.png")}"], "channel": "cam-{i}"}}' for i in range(4)]
+    (raw / "s.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    spool = io.StringIO()
+    build_dataset(cfg(format="swift_jsonl", labels="s.jsonl"), MODEL, 0, spool, raw.root)
+    assert spool.getvalue().splitlines()[0] == (
+        '{"id": "r0", "messages": [{"role": "user", "content": "<image>Q"}, {"role": "assistant", "content": "A0"}], '
+        '"images": ["data/raw/images/r0.png"], "channel": "cam-0"}')
+
+
+@pytest.mark.parametrize("text,expected", [("Be brief.\n", "Be brief."), ('{"system_prompt": "Be JSON."}', "Be JSON."),
+                                           ('"Be quoted."', "Be quoted.")])
+def test_system_file_plain_text_or_json(raw, text, expected):
+    table(raw, *four_good_rows(raw))
+    (raw / "prompt.json").write_text(text, encoding="utf-8")
+    spool = io.StringIO()
+    build_dataset(cfg(system_file="prompt.json"), MODEL, 0, spool, raw.root)
+    assert json.loads(spool.getvalue().splitlines()[0])["messages"][0] == {"role": "system", "content": expected}
+
+
+def test_system_file_problems(raw):
+    table(raw, *four_good_rows(raw))
+    (raw / "prompt.json").write_text('{"prompt": "x"}', encoding="utf-8")
+    assert problems(raw, system_file="prompt.json")[1] == (
+        '  data/raw/prompt.json: JSON, but not {"system_prompt": "..."}; expected that or plain text')
+
+
+def test_filename_format_ids_must_be_unique_across_suffixes(raw):
+    (raw / "label_map.json").write_text('{"mapping_type": "positional", "positions": [{"field": "a", "map": {"0": 0, "1": 1}}]}',
+                                        encoding="utf-8")
+    for name in ("0_a.png", "0_a.jpg", "1_b.png", "1_c.png"):
+        raw.image(f"images/{name}")
+    (raw / "images" / ".DS_Store").write_bytes(b"\0")   # hidden: skipped
+    assert problems(raw, format="filename", labels="images")[1:] == [
+        "  data/raw/images/0_a.png: duplicate id '0_a' (first at data/raw/images/0_a.jpg); expected unique ids"]
+
+
+def test_filename_fixed_test_folder_inside_the_image_folder_is_not_trained_on(raw):
+    (raw / "label_map.json").write_text('{"mapping_type": "positional", "positions": [{"field": "a", "map": {"0": 0, "1": 1}}]}',
+                                        encoding="utf-8")
+    (raw / "images" / "test").mkdir()
+    for name in ("0_a.png", "1_b.png", "0_c.png", "test/1_d.png", "test/0_e.png"):
+        raw.image(f"images/{name}")
+    spool = io.StringIO()
+    parts, _ = build_dataset(cfg(format="filename", labels="images", test_labels="images/test", val_ratio=0.3),
+                             MODEL, 0, spool, raw.root)
+    ids = [json.loads(line)["id"] for line in spool.getvalue().splitlines()]
+    assert ids == ["0_a", "0_c", "1_b", "0_e", "1_d"]
+    assert sorted(ids[i] for i in parts["test"]) == ["0_e", "1_d"]
