@@ -10,15 +10,13 @@ The scoring itself (parsing, field types, Wilson intervals) is in stages/metrics
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-from stages.common import ROOT, count, read_jsonl, setup_logging, stage_params, write_atomic, write_json
+from stages.common import ROOT, count, read_jsonl, setup_logging, stage_params, to_csv, write_atomic, write_json
 from stages.metrics import is_number, label, parse_answer, resolve_fields, score, value, worst, wrong_fields
 
 log = logging.getLogger("score")
@@ -44,14 +42,6 @@ def references(pred_rows: list[dict], test_rows: list[dict]) -> list[dict]:
         raise ValueError(f"{len(problems):,} bad prediction rows:\n  " + "\n  ".join(problems[:20])
                          + ("\n  ..." if len(problems) > 20 else ""))
     return refs
-
-
-def to_csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def plot_tables(ids: list[str], pairs: list[tuple[dict, dict | None]], specs: dict) -> dict[str, str]:

@@ -5,14 +5,12 @@ lowest eval loss is exported to models/adapter, and the log becomes curves and a
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import shutil
 from pathlib import Path
 
-from stages.common import (ROOT, atomic_dir, read_jsonl, run, setup_logging, stage_params, swift_env,
+from stages.common import (ROOT, atomic_dir, read_jsonl, run, setup_logging, stage_params, swift_env, to_csv,
                            swift_exe, write_atomic, write_json)
 
 ADAPTER = ROOT / "models" / "adapter"
@@ -85,14 +83,6 @@ def curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
              for r in log_history if "loss" in r]
     evals = [{"step": r["step"], "eval_loss": r["eval_loss"]} for r in log_history if "eval_loss" in r]
     return train, evals
-
-
-def to_csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def summary(final: dict, evals: list[dict]) -> dict:
