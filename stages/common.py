@@ -145,10 +145,21 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def run(argv: list[str], env: dict[str, str] | None = None, stdout=None) -> None:
-    """Run a command from an argv list (never a shell string), with extra environment variables."""
+LOW_SPACE = 64 * 2**20   # bytes; below this a folder the tool writes to counts as full
+
+
+def run(argv: list[str], env: dict[str, str] | None = None, stdout=None, writes: tuple[Path, ...] = ()) -> None:
+    """Run a command from an argv list (never a shell string), with extra environment variables.
+    If it fails, say so in one line, naming a full disk among the folders it `writes` to."""
     log.info("$ %s", " ".join(argv))
-    subprocess.run(argv, check=True, env={**os.environ, **(env or {})}, cwd=ROOT, stdout=stdout)
+    try:
+        subprocess.run(argv, check=True, env={**os.environ, **(env or {})}, cwd=ROOT, stdout=stdout)
+    except subprocess.CalledProcessError as e:
+        tool = " ".join(Path(a).name for a in argv[:2])
+        full = [f"{p} ({shutil.disk_usage(p).free / 2**20:.1f} MiB free)" for p in writes
+                if Path(p).exists() and shutil.disk_usage(p).free < LOW_SPACE]
+        hint = f": no space left on device in {', '.join(full)}" if full else "; its output above says why"
+        raise SystemExit(f"{tool} failed with exit code {e.returncode}{hint}") from None
 
 
 def swift_exe() -> str:

@@ -42,7 +42,7 @@ def main() -> None:
     dest = ROOT / "data" / "predictions" / f"{which}.jsonl"
     with atomic_file(dest) as result:   # a fresh path: swift infer appends to an existing file
         full = which == "finetuned" and not (ROOT / "models/adapter/adapter_config.json").is_file()
-        run(infer_argv(p, which, str(result), full), env=swift_env(p["model"]))
+        run(infer_argv(p, which, str(result), full), env=swift_env(p["model"]), writes=(dest.parent,))
         n = len(read_jsonl(result))
     log.info("%s written to %s", count(n, "prediction"), dest.relative_to(ROOT))
 

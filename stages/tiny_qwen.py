@@ -162,7 +162,8 @@ def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
                         num_attention_heads: int = 4, num_key_value_heads: int = 2, intermediate_size: int = 128,
                         vision_depth: int = 2, vision_hidden_size: int = 64, vision_num_heads: int = 4,
                         vision_intermediate_size: int = 128, init_std: float = INIT_STD,
-                        vision_init_std: float = VISION_INIT_STD, embed_std: float = EMBED_STD) -> None:
+                        vision_init_std: float = VISION_INIT_STD, embed_std: float = EMBED_STD,
+                        rope_theta: float = 5_000_000.0) -> None:
     """Write a complete Qwen3-VL model directory (float32 weights, tokenizer, processor, chat
     template) into the existing, empty `out_dir`; same seed -> byte-identical files.
 
@@ -174,7 +175,7 @@ def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
     head_dim = hidden_size // num_attention_heads
     text = _text_config(hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
                         intermediate_size, head_dim=head_dim, max_position_embeddings=262_144, initializer_range=init_std,
-                        rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_interleaved": True,
+                        rope_parameters={"rope_type": "default", "rope_theta": rope_theta, "mrope_interleaved": True,
                                          "mrope_section": _mrope_section(head_dim, (24, 20, 20))})
     # Deepstack feeds ViT block i's features into LLM layer i, so it can use at most as many
     # blocks as there are LLM layers (the released model taps 3 of 24 blocks).

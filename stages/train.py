@@ -122,7 +122,7 @@ def main() -> None:
         WORK.mkdir(parents=True)
         (WORK / "run.json").write_text(json.dumps(argv), encoding="utf-8")
     run(argv + (["--resume_from_checkpoint", str(checkpoint.relative_to(ROOT))] if checkpoint else []),
-        env=swift_env(p["model"]))
+        env=swift_env(p["model"]), writes=(WORK, ADAPTER.parent))
     final = read_jsonl(WORK / "logging.jsonl")[-1]
     train_rows, eval_rows = curves(final["log_history"])
     best = Path(final["best_model_checkpoint"] or final["last_model_checkpoint"])

@@ -79,7 +79,7 @@ def test_what_reruns_after_a_param_change(reproduced):
         set_params(repo, **{"data.prompt": "Which way is focus?"})
         assert would_run(repo) == {"check_params", "build"}
         sh("dvc", "repro", "check_params", "build", cwd=repo)                         # cheap; then everything after it is stale
-        assert would_run(repo) == {"train", "infer_base", "infer_finetuned"}
+        assert would_run(repo) == {"train", "infer_base", "infer_finetuned", "score@base", "score@finetuned"}
     finally:
         (repo / "params.yaml").write_text(original)
         sh("dvc", "repro", "check_params", "build", cwd=repo)         # restored from DVC's run cache

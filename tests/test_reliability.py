@@ -228,3 +228,32 @@ def test_two_queued_experiments_at_once_do_not_interfere(repo, reliability):
     assert set(results) == {rank, rank * 2}, results.keys()
     for metrics in results.values():
         assert metrics.keys() == committed.keys() and metrics["n"] == committed["n"]
+
+
+def test_disk_full_while_training_is_a_clear_error(repo, reliability):
+    """ms-swift writes the adapter into models/checkpoints first: a 256 KiB tmpfs there fills at the first
+    checkpoint. The stage says so in one line; the last good adapter comes back from DVC's cache."""
+    original = (repo / "params.yaml").read_text(encoding="utf-8")
+    before = digest(repo, OUTS["train"])
+    checkpoints = repo / "models" / "checkpoints"
+    subprocess.run(["rm", "-rf", str(checkpoints)], check=True)
+    checkpoints.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(checkpoints)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        set_params(repo, **{"lora.rank": 5})
+        r = sh("dvc", "repro", cwd=repo, check=False)
+        reliability.fault()
+        said = r.stdout + r.stderr
+        assert r.returncode != 0
+        assert "swift sft failed with exit code" in said and "no space left on device in" in said, said[-3000:]
+        assert "train" in stale(repo)
+    finally:
+        subprocess.run(["umount", str(checkpoints)], check=True)
+    (repo / "params.yaml").write_text(original, encoding="utf-8")
+    out = sh("dvc", "repro", cwd=repo).stdout
+    assert "train" not in ran(out)                                 # restored from DVC's cache, not retrained
+    restored = digest(repo, OUTS["train"])
+    reliability.lost(len(before.items() - restored.items()))
+    assert restored == before
+    reliability.survived()
