@@ -61,6 +61,13 @@ def sft_argv(p: dict, output_dir: str) -> list[str]:
     ]
 
 
+def empty_dir(path: Path) -> None:
+    """Empty `path` but keep the folder itself: it may be a mount or a link to a bigger disk."""
+    path.mkdir(parents=True, exist_ok=True)
+    for child in path.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
 def check_device(train: dict, has_cuda: bool) -> None:
     """QLoRA's bitsandbytes kernels exist only for CUDA: say so before anything starts."""
     if train["quant_bits"] and not has_cuda:
@@ -118,8 +125,7 @@ def main() -> None:
     if checkpoint:
         log.info("resuming the interrupted run from %s", checkpoint.name)
     else:
-        shutil.rmtree(WORK, ignore_errors=True)
-        WORK.mkdir(parents=True)
+        empty_dir(WORK)
         (WORK / "run.json").write_text(json.dumps(argv), encoding="utf-8")
     run(argv + (["--resume_from_checkpoint", str(checkpoint.relative_to(ROOT))] if checkpoint else []),
         env=swift_env(p["model"]), writes=(WORK, ADAPTER.parent))
