@@ -1,6 +1,6 @@
 """Stage `model`: put the base model into models/base.
 
-builtin    - a tiny random Qwen3-VL built offline, deterministic from the seed (the embedded default);
+builtin    - a tiny random Qwen3-VL (or Qwen2-VL) built offline, deterministic from the seed (the default);
 local      - an existing model directory, hard-linked (no copy) where the filesystem allows;
 modelscope - a ModelScope download at a pinned revision into ModelScope's cache, hard-linked here
              (token from MODELSCOPE_API_TOKEN only).
@@ -64,8 +64,9 @@ def download(model_id: str, revision: str, dst: Path) -> None:
 def obtain(cfg: dict, seed: int, dst: Path) -> None:
     """Fill `dst` with the model from its source, then check it is complete and runs no foreign code."""
     if cfg["source"] == "builtin":
-        from stages.tiny_qwen import build_tiny_qwen3_vl
-        build_tiny_qwen3_vl(dst, seed, **cfg["builtin"])
+        from stages.tiny_qwen import build_tiny_qwen2_vl, build_tiny_qwen3_vl
+        build = build_tiny_qwen2_vl if cfg["model_type"] == "qwen2_vl" else build_tiny_qwen3_vl
+        build(dst, seed, **cfg["builtin"])
     elif cfg["source"] == "local":
         src = (ROOT / cfg["local_dir"]).resolve()
         if not src.is_dir():

@@ -39,8 +39,12 @@ class Model(Section):
     def _source_needs(self):
         if self.source == "local" and not self.local_dir:
             raise ValueError("model.source is 'local', so model.local_dir must name a model directory")
-        if self.source == "builtin" and self.model_type != "qwen3_vl":
-            raise ValueError("model.source 'builtin' builds a Qwen3-VL: model.model_type must be 'qwen3_vl'")
+        if self.source == "builtin" and self.model_type not in ("qwen3_vl", "qwen2_vl"):
+            raise ValueError("model.source 'builtin' builds a tiny Qwen3-VL or Qwen2-VL: model.model_type must be "
+                             f"'qwen3_vl' or 'qwen2_vl', got {self.model_type!r}")
+        if self.model_type == "qwen2_vl" and self.template != "qwen2_vl":
+            raise ValueError("model.model_type 'qwen2_vl' needs model.template 'qwen2_vl' (ms-swift would otherwise "
+                             f"not tell it from qvq), got {self.template!r}")
         return self
 
 

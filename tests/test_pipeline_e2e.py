@@ -96,3 +96,16 @@ def test_experiment_reruns_train_onwards_only(reproduced):
     diff = json.loads(sh("dvc", "metrics", "diff", "--all", "--json", cwd=repo).stdout)
     assert diff["metrics/train.json"]["steps"]["old"] is not None       # the last commit vs the experiment
     assert all(v.get("diff", 0) in (0, None) for v in diff["metrics/base.json"].values())   # base was not rerun
+
+
+def test_builtin_qwen2_vl_runs_end_to_end(reproduced):
+    """The other code path ms-swift has for Qwen-VL: a tiny Qwen2-VL built offline, trained and scored."""
+    repo = reproduced
+    out = sh("dvc", "exp", "run", "-S", "model.model_type=qwen2_vl", "-S", "model.template=qwen2_vl",
+             "-n", "qwen2vl", cwd=repo).stdout
+    assert {"model", "train", "infer_base", "infer_finetuned", "score@finetuned"} <= set(ran(out))
+    assert json.loads((repo / "models/base/config.json").read_text())["model_type"] == "qwen2_vl"
+    base = json.loads((repo / "metrics/base.json").read_text())
+    ft = json.loads((repo / "metrics/finetuned.json").read_text())
+    print(f"qwen2_vl: parse rate base {base['parse_rate']}, fine-tuned {ft['parse_rate']}")
+    assert ft["n"] == base["n"] > 0 and ft["parse_rate"] > base["parse_rate"]
