@@ -129,6 +129,8 @@ class Train(Section):
     early_stop_interval: int = Field(0, ge=0)
     report_to: Literal["none", "tensorboard", "wandb", "swanlab"] = "none"
     resume: bool = False
+    nproc_per_node: int = Field(1, ge=1)
+    deepspeed: Literal["", "zero2", "zero3"] = ""
 
     @model_validator(mode="after")
     def _qlora_is_lora(self):

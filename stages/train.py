@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
 from stages.common import (ROOT, atomic_dir, read_jsonl, run, setup_logging, stage_params, swift_env, to_csv,
@@ -43,6 +45,8 @@ def sft_argv(p: dict, output_dir: str) -> list[str]:
     for key in ("vit_lr", "aligner_lr"):
         if t[key] is not None:
             argv += [f"--{key}", flag(t[key])]
+    if t["deepspeed"]:
+        argv += ["--deepspeed", t["deepspeed"]]
     if t["early_stop_interval"]:
         argv += ["--early_stop_interval", flag(t["early_stop_interval"])]
     for key in ("freeze_vit", "freeze_aligner", "num_train_epochs", "learning_rate", "lr_scheduler_type",
@@ -68,11 +72,26 @@ def empty_dir(path: Path) -> None:
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
-def check_device(train: dict, has_cuda: bool) -> None:
-    """QLoRA's bitsandbytes kernels exist only for CUDA: say so before anything starts."""
-    if train["quant_bits"] and not has_cuda:
-        raise SystemExit(f"train.quant_bits: {train['quant_bits']}-bit QLoRA (bitsandbytes) needs a CUDA GPU and "
-                         "this machine has none; set train.quant_bits: 0 to train in full precision on the CPU")
+def check_device(train: dict, gpus: int) -> None:
+    """What needs CUDA (bitsandbytes, several processes, DeepSpeed) says so before anything starts."""
+    problems = []
+    if train["quant_bits"] and not gpus:
+        problems.append(f"train.quant_bits: {train['quant_bits']}-bit QLoRA (bitsandbytes) needs a CUDA GPU and "
+                        "this machine has none; set train.quant_bits: 0 to train in full precision on the CPU")
+    if train["nproc_per_node"] > max(gpus, 1):
+        problems.append(f"train.nproc_per_node: {train['nproc_per_node']} processes need as many CUDA GPUs; "
+                        f"this machine has {gpus}")
+    if train["deepspeed"] and not gpus:
+        problems.append(f"train.deepspeed: {train['deepspeed']} needs CUDA GPUs; this machine has none")
+    if problems:
+        raise SystemExit("\n".join(problems))
+
+
+def launch_env(p: dict) -> dict[str, str]:
+    """ms-swift starts torchrun itself when NPROC_PER_NODE is set; NNODES, NODE_RANK and MASTER_ADDR
+    come from the caller's environment unchanged (multi-node), so nothing here launches processes."""
+    n = p["train"]["nproc_per_node"]
+    return {**swift_env(p["model"]), **({"NPROC_PER_NODE": str(n)} if n > 1 else {})}
 
 
 def resume_from(work: Path, argv: list[str]) -> Path | None:
@@ -118,9 +137,12 @@ def export(checkpoint: Path, dest: Path) -> None:
 def main() -> None:
     setup_logging()
     p = stage_params("train")
+    argv, env = sft_argv(p, str(WORK.relative_to(ROOT))), launch_env(p)
+    if "--dry-run" in sys.argv[1:]:   # the exact command, for a GPU machine or a cluster job script
+        print(shlex.join([f"{k}={v}" for k, v in env.items()] + ["swift", *argv[1:]]))
+        return
     import torch
-    check_device(p["train"], torch.cuda.is_available())
-    argv = sft_argv(p, str(WORK.relative_to(ROOT)))
+    check_device(p["train"], torch.cuda.device_count())
     checkpoint = resume_from(WORK, argv) if p["train"]["resume"] else None
     if checkpoint:
         log.info("resuming the interrupted run from %s", checkpoint.name)
@@ -128,7 +150,7 @@ def main() -> None:
         empty_dir(WORK)
         (WORK / "run.json").write_text(json.dumps(argv), encoding="utf-8")
     run(argv + (["--resume_from_checkpoint", str(checkpoint.relative_to(ROOT))] if checkpoint else []),
-        env=swift_env(p["model"]), writes=(WORK, ADAPTER.parent))
+        env=env, writes=(WORK, ADAPTER.parent))
     final = read_jsonl(WORK / "logging.jsonl")[-1]
     train_rows, eval_rows = curves(final["log_history"])
     best = Path(final["best_model_checkpoint"] or final["last_model_checkpoint"])

@@ -5,7 +5,7 @@ import pytest
 
 from stages.common import stage_params
 from stages.infer import infer_argv
-from stages.train import check_device, curves, resume_from, sft_argv, summary
+from stages.train import check_device, curves, launch_env, resume_from, sft_argv, summary
 
 
 def opts(argv):
@@ -25,7 +25,7 @@ def test_sft_argv_maps_every_knob():
     assert o["--learning_rate"] == str(p["train"]["learning_rate"])
     assert o["--add_version"] == "false" and o["--check_model"] == "false"
     assert o["--output_dir"] == "models/checkpoints"
-    conditional = {"vit_lr", "aligner_lr", "quant_bits", "early_stop_interval", "resume"}
+    conditional = {"vit_lr", "aligner_lr", "quant_bits", "early_stop_interval", "resume", "nproc_per_node", "deepspeed"}
     for key in set(p["train"]) - conditional:
         assert f"--{key}" in o, key
     assert not {f"--{k}" for k in conditional} & set(o)
@@ -48,11 +48,25 @@ def test_sft_argv_variants():
     assert full["--tuner_type"] == "full" and "--lora_rank" not in full
 
 
-def test_qlora_on_a_cpu_is_refused_before_starting():
+def test_gpu_only_features_on_a_cpu_are_refused_before_starting():
+    cpu = {"quant_bits": 0, "nproc_per_node": 1, "deepspeed": ""}
+    check_device(cpu, gpus=0)
     with pytest.raises(SystemExit, match="4-bit QLoRA .bitsandbytes. needs a CUDA GPU and this machine has none"):
-        check_device({"quant_bits": 4}, has_cuda=False)
-    check_device({"quant_bits": 4}, has_cuda=True)
-    check_device({"quant_bits": 0}, has_cuda=False)
+        check_device({**cpu, "quant_bits": 4}, gpus=0)
+    check_device({**cpu, "quant_bits": 4}, gpus=1)
+    with pytest.raises(SystemExit, match="train.nproc_per_node: 2 processes need as many CUDA GPUs; this machine has 1"):
+        check_device({**cpu, "nproc_per_node": 2}, gpus=1)
+    with pytest.raises(SystemExit, match="(?s)QLoRA.*train.deepspeed: zero3 needs CUDA GPUs"):
+        check_device({**cpu, "quant_bits": 8, "deepspeed": "zero3"}, gpus=0)
+    check_device({**cpu, "nproc_per_node": 4, "deepspeed": "zero2"}, gpus=4)
+
+
+def test_multi_gpu_is_ms_swift_own_torchrun():
+    p = stage_params("train")
+    assert "NPROC_PER_NODE" not in launch_env(p)
+    p["train"].update(nproc_per_node=2, deepspeed="zero2")
+    assert launch_env(p)["NPROC_PER_NODE"] == "2"
+    assert opts(sft_argv(p, "out"))["--deepspeed"] == "zero2"
 
 
 def test_resume_only_the_same_run_from_its_newest_complete_checkpoint(tmp_path):
