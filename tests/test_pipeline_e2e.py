@@ -109,3 +109,21 @@ def test_builtin_qwen2_vl_runs_end_to_end(reproduced):
     ft = json.loads((repo / "metrics/finetuned.json").read_text())
     print(f"qwen2_vl: parse rate base {base['parse_rate']}, fine-tuned {ft['parse_rate']}")
     assert ft["n"] == base["n"] > 0 and ft["parse_rate"] > base["parse_rate"]
+
+
+def test_push_then_pull_on_another_clone_restores_results(reproduced, tmp_path):
+    """A DVC remote (here a local folder) carries data, adapter, predictions; git carries metrics. The base
+    model is not pushed (`cache: false`): the other clone rebuilds or re-downloads it, and since it comes
+    out identical nothing after it reruns."""
+    repo, remote, other = reproduced, tmp_path / "remote", tmp_path / "other"
+    sh("dvc", "remote", "add", "-d", "shared", str(remote), cwd=repo)
+    commit(repo, "remote")
+    sh("dvc", "push", cwd=repo)
+    sh("git", "clone", "-q", str(repo), str(other), cwd=tmp_path)
+    sh("dvc", "pull", cwd=other)
+    for f in ("data/raw/labels.csv", "data/dataset/test.jsonl", "models/adapter/adapter_model.safetensors",
+              "data/predictions/finetuned.jsonl", "metrics/finetuned.json"):
+        assert (other / f).read_bytes() == (repo / f).read_bytes(), f
+    assert not (other / "models/base").exists()
+    out = sh("dvc", "repro", cwd=other).stdout
+    assert set(ran(out)) <= {"check_params", "model"}, ran(out)
