@@ -35,10 +35,9 @@ QWEN2_ADDED_TOKENS = ADDED_TOKENS[:8]
 # At most this many BPE tokens; the corpus below yields a few hundred merges, enough that every
 # character of the task's prompts and answers is one token, trained in well under a second.
 BPE_VOCAB_SIZE = 4096
-# Initialisation (std of the normal draws). TBD by experiment.
-INIT_STD = 0.02
-VISION_INIT_STD = 0.02
-EMBED_STD = 0.02
+# Std of the tied embedding's real rows (fillers are zero, see _shape_embeddings): logits of a
+# 64-wide model then reach tens, as a trained model's do, instead of +-0.2 at the usual 0.02.
+EMBED_STD = 0.5
 
 
 def _corpus() -> list[str]:
@@ -122,20 +121,22 @@ def _text_config(hidden_size: int, num_hidden_layers: int, num_attention_heads: 
 
 
 def _shape_embeddings(embedding, vocab: dict[str, int], std: float, generator) -> None:
-    """Give the (tied) embedding the logit scale of a trained model: the rows of tokens the tokenizer
-    can produce get N(0, std), the never-used filler rows get zeros.
+    """Give the (tied) embedding the logit scale of a trained model: rows of tokens the tokenizer can
+    produce get N(0, std); the never-used filler rows and the padding rows past the tokenizer
+    (151,669..151,935) get zeros.
 
     With the usual N(0, 0.02) rows and a 64-wide model every logit is within about +-0.2, so the
-    softmax over 151,936 rows is almost flat (loss stays at ln(151,936) = 11.9) and the ~150k filler
-    rows win the argmax as often as the real ones; LoRA cannot rescale the frozen embedding. Zero
-    filler rows score exactly 0, as the unused rows of a pretrained model never win, and real rows of
-    norm ~ std * sqrt(hidden) let a logit reach tens, enough to outweigh 150k zeros."""
+    softmax over 151,936 rows is almost flat (the loss stays near ln(151,936) = 11.9) and the ~150k
+    unused rows win the argmax as often as the real ones (the fine-tuned model wrote
+    `<|unused_85342|>` for a digit); LoRA cannot rescale the frozen embedding. Zero rows score exactly
+    0, as the unused rows of a pretrained model never win, and real rows of norm ~ std * sqrt(hidden)
+    let a logit reach tens, enough to outweigh 150k zeros."""
     import torch
 
-    filler = [i for t, i in vocab.items() if t.startswith("<|unused_")]
+    real = torch.zeros(embedding.shape[0], dtype=torch.bool)
+    real[[i for t, i in vocab.items() if not t.startswith("<|unused_")]] = True
     with torch.no_grad():
-        embedding.normal_(0.0, std, generator=generator)
-        embedding[filler] = 0.0
+        embedding.copy_(torch.empty_like(embedding).normal_(0.0, std, generator=generator) * real[:, None])
 
 
 def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: dict, embed_std: float) -> None:
@@ -161,9 +162,7 @@ def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: di
 def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_hidden_layers: int = 2,
                         num_attention_heads: int = 4, num_key_value_heads: int = 2, intermediate_size: int = 128,
                         vision_depth: int = 2, vision_hidden_size: int = 64, vision_num_heads: int = 4,
-                        vision_intermediate_size: int = 128, init_std: float = INIT_STD,
-                        vision_init_std: float = VISION_INIT_STD, embed_std: float = EMBED_STD,
-                        rope_theta: float = 5_000_000.0) -> None:
+                        vision_intermediate_size: int = 128, embed_std: float = EMBED_STD) -> None:
     """Write a complete Qwen3-VL model directory (float32 weights, tokenizer, processor, chat
     template) into the existing, empty `out_dir`; same seed -> byte-identical files.
 
@@ -174,14 +173,14 @@ def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
 
     head_dim = hidden_size // num_attention_heads
     text = _text_config(hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
-                        intermediate_size, head_dim=head_dim, max_position_embeddings=262_144, initializer_range=init_std,
-                        rope_parameters={"rope_type": "default", "rope_theta": rope_theta, "mrope_interleaved": True,
+                        intermediate_size, head_dim=head_dim, max_position_embeddings=262_144,
+                        rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_interleaved": True,
                                          "mrope_section": _mrope_section(head_dim, (24, 20, 20))})
     # Deepstack feeds ViT block i's features into LLM layer i, so it can use at most as many
     # blocks as there are LLM layers (the released model taps 3 of 24 blocks).
     vision = dict(depth=vision_depth, hidden_size=vision_hidden_size, intermediate_size=vision_intermediate_size,
                   num_heads=vision_num_heads, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                  out_hidden_size=hidden_size, num_position_embeddings=2304, initializer_range=vision_init_std,
+                  out_hidden_size=hidden_size, num_position_embeddings=2304,
                   deepstack_visual_indexes=list(range(min(vision_depth, num_hidden_layers))))
     config = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, dtype="float32")
     # The released processor settings: pixel bounds per image / video frame, 0.5 mean and std.
@@ -198,8 +197,7 @@ def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
 def build_tiny_qwen2_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_hidden_layers: int = 2,
                         num_attention_heads: int = 4, num_key_value_heads: int = 2, intermediate_size: int = 128,
                         vision_depth: int = 2, vision_hidden_size: int = 64, vision_num_heads: int = 4,
-                        vision_intermediate_size: int = 128, init_std: float = INIT_STD,
-                        vision_init_std: float = VISION_INIT_STD, embed_std: float = EMBED_STD) -> None:
+                        vision_intermediate_size: int = 128, embed_std: float = EMBED_STD) -> None:
     """The same for Qwen2-VL (Qwen2-VL-2B-Instruct shrunk: patch 14, 1-D-sectioned M-RoPE, CLIP
     normalisation, no deepstack); ms-swift needs `--model_type qwen2_vl --template qwen2_vl`."""
     from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
@@ -207,13 +205,13 @@ def build_tiny_qwen2_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
 
     head_dim = hidden_size // num_attention_heads
     text = _text_config(hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
-                        intermediate_size, max_position_embeddings=32_768, rms_norm_eps=1e-6, initializer_range=init_std,
+                        intermediate_size, max_position_embeddings=32_768, rms_norm_eps=1e-6,
                         max_window_layers=num_hidden_layers,
                         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0,
                                          "mrope_section": _mrope_section(head_dim, (16, 24, 24))})
     vision = dict(depth=vision_depth, embed_dim=vision_hidden_size, num_heads=vision_num_heads,
                   mlp_ratio=vision_intermediate_size // vision_hidden_size, hidden_size=hidden_size,
-                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2, initializer_range=vision_init_std)
+                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
     config = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, dtype="float32")
     processor = Qwen2VLProcessor(
         image_processor=Qwen2VLImageProcessor(size={"shortest_edge": 3_136, "longest_edge": 12_845_056}),

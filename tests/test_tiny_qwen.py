@@ -104,6 +104,26 @@ def test_tokenizer_has_qwens_ids_and_round_trips_the_task(model_dir):
     assert tok.tokenize("1234") == ["1", "2", "3", "4"]  # digits one by one, as Qwen does
 
 
+def test_embedding_has_a_trained_models_logit_scale(model_dir):
+    """Only tokens the tokenizer can produce have non-zero (tied) embedding rows, of std EMBED_STD, so
+    an unused row never wins the argmax and a logit can outweigh the ~150k zero rows."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from stages.tiny_qwen import EMBED_STD
+
+    weights = load_file(model_dir / "model.safetensors")
+    emb = next(w for name, w in weights.items() if name.endswith("embed_tokens.weight"))
+    vocab = AutoTokenizer.from_pretrained(model_dir).get_vocab()
+    real = sorted(i for t, i in vocab.items() if not t.startswith("<|unused_"))
+    assert 400 < len(real) < 5_000 and real[-1] == 151_668
+    nonzero = emb.abs().sum(-1) > 0
+    assert nonzero.nonzero().flatten().tolist() == real       # fillers and rows past the tokenizer: zero
+    assert abs(emb[real].std().item() - EMBED_STD) < 0.05 * EMBED_STD
+    hidden = emb.shape[1]
+    assert emb[real].norm(dim=-1).mean() > 0.8 * EMBED_STD * hidden ** 0.5 > 3   # logits can reach tens
+
+
 def test_processor_and_model_run_on_two_images(model_dir):
     assert run_on_two_images(model_dir) == ("Qwen3VLProcessor", "Qwen3VLForConditionalGeneration")
 
