@@ -38,6 +38,8 @@ def clone(dest: Path) -> Path:
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dest / f)
     sh("git", "init", "-q", cwd=dest)
+    sh("git", "config", "user.name", "test", cwd=dest)          # dvc exp commits too: no global identity needed
+    sh("git", "config", "user.email", "test@example.com", cwd=dest)
     commit(dest, "clone")
     return dest
 
