@@ -15,6 +15,11 @@ log = logging.getLogger("infer")
 WHICH = ("base", "finetuned")
 
 
+def adapter_trained() -> bool:
+    """models/adapter holds a LoRA adapter (False: full fine-tuning exported a whole model there)."""
+    return (ROOT / "models" / "adapter" / "adapter_config.json").is_file()
+
+
 def infer_argv(p: dict, which: str, result_path: str, full_model: bool = False, dataset: str = TEST) -> list[str]:
     """params -> the `swift infer` command line; the fine-tuned run adds the adapter to the same base
     (or, after full fine-tuning, loads the trained model in its place)."""
@@ -41,7 +46,7 @@ def main() -> None:
     p = stage_params(f"infer_{which}")
     dest = ROOT / "data" / "predictions" / f"{which}.jsonl"
     with atomic_file(dest) as result:   # a fresh path: swift infer appends to an existing file
-        full = which == "finetuned" and not (ROOT / "models/adapter/adapter_config.json").is_file()
+        full = which == "finetuned" and not adapter_trained()
         run(infer_argv(p, which, str(result), full), env=swift_env(p["model"]), writes=(dest.parent,))
         n = len(read_jsonl(result))
     log.info("%s written to %s", count(n, "prediction"), dest.relative_to(ROOT))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from stages.common import ROOT, atomic_dir, run, setup_logging, stage_params, swift_env, swift_exe
+from stages.infer import adapter_trained
 
 OUT = ROOT / "models" / "merged"
 log = logging.getLogger("merge")
@@ -21,7 +22,7 @@ def merge_argv(p: dict, output_dir: str) -> list[str]:
 
 def main() -> None:
     setup_logging()
-    if not (ROOT / "models/adapter/adapter_config.json").is_file():
+    if not adapter_trained():
         raise SystemExit("models/adapter holds no LoRA adapter: run `dvc repro` first "
                          "(after train.tuner_type: full, models/adapter already is the whole model)")
     p = stage_params("infer_finetuned")

@@ -13,10 +13,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stages.common import ROOT, load_params, read_jsonl, run, swift_env, write_jsonl
-from stages.infer import infer_argv
+from stages.common import load_params, read_jsonl, run, swift_env, write_jsonl
+from stages.infer import adapter_trained, infer_argv
+from stages.metrics import parse_answer
 from stages.readers import swift_row
-from stages.score import parse_answer
 
 
 def request(images: list[Path], question: str, system: str) -> dict:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="predict-") as tmp:   # nothing left in the repository
         one, result = Path(tmp) / "request.jsonl", Path(tmp) / "result.jsonl"
         write_jsonl(one, [request(args.images, args.question or p["data"]["prompt"], p["data"]["system"])])
-        full = which == "finetuned" and not (ROOT / "models/adapter/adapter_config.json").is_file()
+        full = which == "finetuned" and not adapter_trained()
         run(infer_argv(p, which, str(result), full, dataset=str(one)), env=swift_env(p["model"]),
             stdout=sys.stderr)   # stdout carries only the answer, for scripts
         response = read_jsonl(result)[0]["response"]
