@@ -131,6 +131,16 @@ class Train(Section):
     resume: bool = False
     nproc_per_node: int = Field(1, ge=1)
     deepspeed: Literal["", "zero2", "zero3"] = ""
+    use_liger_kernel: bool = False
+    attn_impl: Literal["sdpa", "eager", "flash_attn", "flash_attention_3"] = "sdpa"
+    padding_free: bool = False
+
+    @model_validator(mode="after")
+    def _padding_free_needs_flash(self):
+        if self.padding_free and not self.attn_impl.startswith("flash"):
+            raise ValueError("train.padding_free needs train.attn_impl flash_attn or flash_attention_3 (flash-attn "
+                             f"installed); got attn_impl {self.attn_impl!r}")
+        return self
 
     @model_validator(mode="after")
     def _qlora_is_lora(self):

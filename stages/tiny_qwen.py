@@ -133,14 +133,16 @@ def _shape_embeddings(embedding, vocab: dict[str, int], std: float, generator) -
     let a logit reach tens, enough to outweigh 150k zeros."""
     import torch
 
-    real = torch.zeros(embedding.shape[0], dtype=torch.bool)
+    real = torch.zeros(embedding.shape[0], dtype=torch.bool, device=embedding.device)
     real[[i for t, i in vocab.items() if not t.startswith("<|unused_")]] = True
     with torch.no_grad():
         embedding.copy_(torch.empty_like(embedding).normal_(0.0, std, generator=generator) * real[:, None])
 
 
-def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: dict, embed_std: float) -> None:
-    """Seeded init and save: weights first (float32, for CPU training), then tokenizer/processor."""
+def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: dict, embed_std: float,
+          dtype: str = "float32", device: str = "cpu") -> None:
+    """Seeded init and save: weights first (float32 for CPU training; the benchmark's 2 B-parameter
+    shape is initialised on the GPU and saved in bfloat16), then tokenizer/processor."""
     import torch
     from transformers import GenerationConfig
 
@@ -148,9 +150,12 @@ def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: di
     if any(out_dir.iterdir()):  # leftovers would silently become part of what DVC hashes
         raise ValueError(f"{out_dir} is not empty")
     torch.manual_seed(seed)
-    model = model_cls(config).to(torch.float32).eval()
+    with torch.device(device):
+        model = model_cls(config).to(getattr(torch, dtype)).eval()
+    for c in (model.config, model.config.text_config):
+        c.dtype = dtype
     _shape_embeddings(model.get_input_embeddings().weight, processor.tokenizer.get_vocab(), embed_std,
-                      torch.Generator().manual_seed(seed))
+                      torch.Generator(device).manual_seed(seed))
     model.generation_config = GenerationConfig(bos_token_id=151_643, pad_token_id=151_643,
                                                eos_token_id=[151_645, 151_643], **generation)
     model.save_pretrained(out_dir)
@@ -162,12 +167,14 @@ def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: di
 def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_hidden_layers: int = 2,
                         num_attention_heads: int = 4, num_key_value_heads: int = 2, intermediate_size: int = 128,
                         vision_depth: int = 2, vision_hidden_size: int = 64, vision_num_heads: int = 4,
-                        vision_intermediate_size: int = 128, embed_std: float = EMBED_STD) -> None:
+                        vision_intermediate_size: int = 128, deepstack_visual_indexes: list[int] | None = None,
+                        embed_std: float = EMBED_STD, dtype: str = "float32", device: str = "cpu") -> None:
     """Write a complete Qwen3-VL model directory (float32 weights, tokenizer, processor, chat
     template) into the existing, empty `out_dir`; same seed -> byte-identical files.
 
     It is Qwen3-VL-2B-Instruct with every size shrunk; what code keys on is kept: token ids,
-    patch 16 / merge 2 / temporal 2, interleaved M-RoPE, deepstack, tied embeddings."""
+    patch 16 / merge 2 / temporal 2, interleaved M-RoPE, deepstack, tied embeddings. With the
+    released sizes (bench/shapes.py) it is Qwen3-VL-2B's exact shape, randomly initialised."""
     from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
                               Qwen3VLProcessor, Qwen3VLVideoProcessor)
 
@@ -181,7 +188,8 @@ def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
     vision = dict(depth=vision_depth, hidden_size=vision_hidden_size, intermediate_size=vision_intermediate_size,
                   num_heads=vision_num_heads, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
                   out_hidden_size=hidden_size, num_position_embeddings=2304,
-                  deepstack_visual_indexes=list(range(min(vision_depth, num_hidden_layers))))
+                  deepstack_visual_indexes=(list(range(min(vision_depth, num_hidden_layers)))
+                                            if deepstack_visual_indexes is None else deepstack_visual_indexes))
     config = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, dtype="float32")
     # The released processor settings: pixel bounds per image / video frame, 0.5 mean and std.
     shared = dict(patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
@@ -191,7 +199,7 @@ def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
         tokenizer=build_tokenizer(), chat_template=CHAT_TEMPLATE)
     # Qwen3-VL-Instruct's released sampling defaults; the pipeline overrides them (temperature 0).
     _save(out_dir, seed, Qwen3VLForConditionalGeneration, config, processor,
-          dict(do_sample=True, top_k=20, top_p=0.8, temperature=0.7, repetition_penalty=1.0), embed_std)
+          dict(do_sample=True, top_k=20, top_p=0.8, temperature=0.7, repetition_penalty=1.0), embed_std, dtype, device)
 
 
 def build_tiny_qwen2_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_hidden_layers: int = 2,

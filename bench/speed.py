@@ -1,0 +1,383 @@
+"""Training and batch-inference speed: the seeds' way against the pipeline's stages, same model, same data.
+
+    python -m bench.speed                 # Qwen3-VL-2B's shape on the GPU -> bench/results.json, bench/RESULTS.md
+    python -m bench.speed --smoke         # the tiny shape on the CPU, a few steps (tests/test_bench.py)
+    python -m bench.speed --report bench/results.json    # RESULTS.md again from saved figures
+
+One run builds a randomly initialised model of the shape (bench/shapes.py) and synthetic microscope pairs
+(stages/generate.py at 448x448), then times, with LoRA r64 on the language model's linear layers:
+  seeds_train  (a) transformers Trainer + PEFT, batch 4 x accumulation 4, gradient checkpointing
+  swift_slow   the train stage's `swift sft` with (a)'s batch, accumulation and checkpointing
+  swift_gpu    (b) the train stage's `swift sft` with params-gpu.yaml, the GPU profile
+  seeds_infer  (c) a one-sample `generate` loop
+  hf_batch_infer  (c)'s code batched: how the time splits between the processor (CPU) and generate (GPU)
+  swift_infer  (d) the infer stage's `swift infer`, batched
+and any --variants (the GPU profile with some keys changed).
+Rates exclude warm-up: training from the step times after the first `warmup` steps, `swift infer` from
+two runs of different sizes (the difference cancels start-up, loading and the first batch).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import shapes
+from stages.common import PARAMS_FILE, ROOT, load_params, read_jsonl, write_jsonl
+from stages.infer import infer_argv
+from stages.profile import flatten, merge
+from stages.train import launch_env, sft_argv
+
+PARTS = ("swift_gpu", "seeds_train", "swift_infer", "seeds_infer", "swift_slow", "hf_batch_infer")
+FULL = dict(shape="2b", image_size=448, samples=640, warmup=3, seeds_steps=10, slow_steps=14, gpu_steps=36,
+            seeds_infer=16, infer_batches=4, new_tokens=32, embed_std=0.02)
+SMOKE = dict(shape="tiny", image_size=64, samples=24, warmup=1, seeds_steps=3, slow_steps=3, gpu_steps=3,
+             seeds_infer=3, infer_batches=3, new_tokens=8, batch=4, infer_batch=4, embed_std=0.02)
+PROMPT = "请分析这两张连续的显微镜图像，并以JSON格式输出电机应该移动的方向、步数和分析过程。"
+
+
+def steady_rate(times: list[float], per_step: float, warmup: int) -> float:
+    """Items per second after the first `warmup` steps, from the wall-clock time at each step's end."""
+    if len(times) <= warmup:
+        raise ValueError(f"{len(times)} step(s) timed; need more than the {warmup} warm-up step(s)")
+    return per_step * (len(times) - warmup) / (times[-1] - times[warmup - 1])
+
+
+def swift_step_times(log_rows: list[dict]) -> list[float]:
+    """ms-swift logs `train_speed(s/it)` = seconds since training began / steps done, at every logged step;
+    times since the start are recovered as speed x step (logging_steps 1: one row per step)."""
+    rows = [r for r in log_rows if "loss" in r and "train_speed(s/it)" in r]
+    return [r["train_speed(s/it)"] * int(r["global_step/max_steps"].split("/")[0]) for r in rows]
+
+
+def bench_params(profile: dict, cfg: dict, slow: bool) -> dict:
+    """params.yaml + the GPU profile + what the benchmark fixes (LoRA r64 on the language model, constant lr,
+    a log row per step); `slow` keeps the profile but with the seeds' batch 4, accumulation, checkpointing."""
+    p = merge(load_params(PARAMS_FILE), profile)
+    patches = shapes.patches(cfg["image_size"])
+    t = p["train"]
+    if "batch" in cfg:
+        t["per_device_train_batch_size"], t["gradient_accumulation_steps"] = cfg["batch"], 1
+    global_batch = t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
+    fixed = {"model": {"image_max_token_num": patches // (shapes.MERGE ** 2)},
+             "lora": {"rank": 64, "alpha": 128, "dropout": 0.05, "target_modules": ["all-linear"]},
+             "train": {"freeze_vit": True, "freeze_aligner": True, "learning_rate": 1e-4, "warmup_ratio": 0.0,
+                       "lr_scheduler_type": "constant", "logging_steps": 1, "resume": False, "quant_bits": 0}}
+    if cfg["shape"] == "tiny":   # a CPU: no bf16, no Triton kernels
+        fixed["train"].update(torch_dtype="float32", use_liger_kernel=False, dataloader_num_workers=0)
+    if slow:
+        micro = min(4, global_batch)
+        fixed["train"].update(per_device_train_batch_size=micro, gradient_accumulation_steps=global_batch // micro,
+                              gradient_checkpointing=True, use_liger_kernel=False, dataloader_num_workers=0)
+    p = merge(p, fixed)
+    p["infer"]["max_new_tokens"] = cfg["new_tokens"]
+    if "infer_batch" in cfg:
+        p["infer"]["max_batch_size"] = cfg["infer_batch"]
+    return p
+
+
+def prepare(work: Path, cfg: dict, seed: int) -> dict:
+    """models/base and data/dataset/*.jsonl inside `work`, laid out like the repository (the stages' argv
+    builders use repository-relative paths); kept between runs of the same shape."""
+    import torch
+
+    from stages.generate import generate
+    from stages.readers import swift_row
+    from stages.tiny_qwen import build_tiny_qwen3_vl
+
+    base, raw, dataset = work / "models/base", work / "data/raw", work / "data/dataset"
+    stamp = json.dumps({**cfg, "seed": seed}, sort_keys=True)
+    if (work / "prepared.json").is_file() and (work / "prepared.json").read_text() == stamp:
+        return json.loads(stamp)
+    for d in (base, raw, dataset):
+        subprocess.run(["rm", "-rf", str(d)], check=True)
+    base.mkdir(parents=True)
+    gpu = torch.cuda.is_available()
+    build_tiny_qwen3_vl(base, seed, **shapes.SHAPES[cfg["shape"]], embed_std=cfg["embed_std"],
+                        dtype="bfloat16" if gpu else "float32", device="cuda" if gpu else "cpu")
+    synth = {**load_params(PARAMS_FILE)["synth"], "num_samples": cfg["samples"], "image_size": cfg["image_size"]}
+    rows = generate(raw, synth, seed)
+    jsonl = [swift_row(r["id"], [f"data/raw/{r['image_1']}", f"data/raw/{r['image_2']}"], PROMPT,
+                       json.dumps({k: r[k] for k in ("analysis", "direction", "distance")}, ensure_ascii=False), "")
+             for r in rows]
+    dataset.mkdir(parents=True)
+    write_jsonl(dataset / "train.jsonl", jsonl)
+    write_jsonl(dataset / "val.jsonl", jsonl[:8])
+    (work / "prepared.json").write_text(stamp)
+    return json.loads(stamp)
+
+
+def token_counts(work: Path) -> dict:
+    """Tokens of one training sample (prompt + answer) and of its prompt, as the model's processor counts."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from bench.seeds_way import hf_messages
+
+    processor = AutoProcessor.from_pretrained(work / "models/base")
+    row = read_jsonl(work / "data/dataset/train.jsonl")[0]
+    images = [Image.open(work / p).convert("RGB") for p in row["images"]]
+
+    def n(messages, gen):
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
+        return int(processor(text=[text], images=images, return_tensors="pt")["input_ids"].shape[1])
+    return {"train": n(hf_messages(row), False), "prompt": n(hf_messages(row, with_answer=False), True)}
+
+
+def matmul_tflops() -> float | None:
+    """This card's bf16 matrix-product rate (8192^3, mean of 20 after warm-up): the MFU denominator."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(5):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    torch.cuda.synchronize()
+    return round(20 * 2 * 8192 ** 3 / (time.perf_counter() - start) / 1e12, 1)
+
+
+def with_repo() -> dict[str, str]:
+    """PYTHONPATH for `python -m bench.seeds_way` run from the workspace, keeping what is set (carried wheels)."""
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def timed(argv: list[str], env: dict, cwd: Path, log_path: Path) -> float:
+    """Run a command with its output in `log_path`; its wall time in seconds."""
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        done = subprocess.run(argv, env={**os.environ, **env}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"{' '.join(argv[:3])} failed with exit code {done.returncode}; {log_path}:\n{tail}")
+    return time.perf_counter() - start
+
+
+def seeds_train(work: Path, cfg: dict, p: dict, logs: Path) -> dict:
+    out = logs / "seeds_train.json"
+    batch = min(4, p["train"]["per_device_train_batch_size"])
+    accum = p["train"]["per_device_train_batch_size"] * p["train"]["gradient_accumulation_steps"] // batch
+    wall = timed([sys.executable, "-m", "bench.seeds_way", "train", "--model", "models/base",
+                  "--data", "data/dataset/train.jsonl", "--steps", str(cfg["seeds_steps"]), "--batch", str(batch),
+                  "--accum", str(accum), "--rank", "64", "--lr", "1e-4", "--out", str(out),
+                  "--work", str(work / "out/seeds")], with_repo(), work, logs / "seeds_train.log")
+    r = json.loads(out.read_text())
+    return {"samples_per_s": steady_rate(r["steps"], r["global_batch"], cfg["warmup"]), "peak_gib": r["peak_gib"],
+            "wall_s": wall, "losses": r["losses"], "global_batch": r["global_batch"]}
+
+
+def swift_train(work: Path, cfg: dict, p: dict, logs: Path, name: str, steps: int) -> dict:
+    argv = sft_argv(p, f"out/{name}") + ["--max_steps", str(steps), "--eval_strategy", "no", "--save_strategy", "no"]
+    subprocess.run(["rm", "-rf", str(work / "out" / name)], check=True)
+    wall = timed(argv, launch_env(p), work, logs / f"{name}.log")
+    rows = read_jsonl(work / "out" / name / "logging.jsonl")
+    t = p["train"]
+    global_batch = t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
+    return {"samples_per_s": steady_rate(swift_step_times(rows), global_batch, cfg["warmup"]),
+            "peak_gib": max((r.get("memory(GiB)", 0) for r in rows), default=None) or None, "wall_s": wall,
+            "losses": [{"step": int(r["global_step/max_steps"].split("/")[0]), "loss": r["loss"]}
+                       for r in rows if "loss" in r],
+            "global_batch": global_batch, "argv": argv[1:]}
+
+
+def seeds_infer(work: Path, cfg: dict, logs: Path) -> dict:
+    out = logs / "seeds_infer.json"
+    wall = timed([sys.executable, "-m", "bench.seeds_way", "infer", "--model", "models/base",
+                  "--data", "data/dataset/train.jsonl", "--samples", str(cfg["seeds_infer"]), "--batch", "1",
+                  "--max_new_tokens", str(cfg["new_tokens"]), "--out", str(out)],
+                 with_repo(), work, logs / "seeds_infer.log")
+    r = json.loads(out.read_text())
+    new = statistics.mean(r["new_tokens"][cfg["warmup"]:])
+    return {"samples_per_s": steady_rate(r["times"], 1, cfg["warmup"]), "peak_gib": r["peak_gib"], "wall_s": wall,
+            "new_tokens": new}
+
+
+def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str) -> dict:
+    """`swift infer` on one batch and on `infer_batches` batches of the training rows (speed does not depend
+    on whether a sample was trained on); the difference of the two runs is the steady rate."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(work / "models/base")
+    rows, batch = read_jsonl(work / "data/dataset/train.jsonl"), p["infer"]["max_batch_size"]
+    walls, new = {}, []
+    for n in (batch, batch * cfg["infer_batches"]):
+        write_jsonl(work / f"data/dataset/test_{n}.jsonl", (rows * n)[:n])
+        result = work / "out" / f"{name}_{n}.jsonl"
+        result.unlink(missing_ok=True)   # swift infer appends
+        argv = infer_argv(p, "base", str(result.relative_to(work)), dataset=f"data/dataset/test_{n}.jsonl")
+        walls[n] = timed(argv, launch_env(p), work, logs / f"{name}_{n}.log")
+        new = [len(tokenizer(r["response"], add_special_tokens=False)["input_ids"]) + 1 for r in read_jsonl(result)]
+    (small, t_small), (large, t_large) = walls.items()
+    return {"samples_per_s": (large - small) / (t_large - t_small), "wall_s": t_large, "walls": walls,
+            "new_tokens": statistics.mean(new), "argv": argv[1:], "peak_gib": None}
+
+
+def hf_batch_infer(work: Path, cfg: dict, p: dict, logs: Path) -> dict:
+    """(c)'s code batched like (d): where the time goes (processor on the CPU vs generate on the GPU)."""
+    out, batch = logs / "hf_batch_infer.json", p["infer"]["max_batch_size"]
+    wall = timed([sys.executable, "-m", "bench.seeds_way", "infer", "--model", "models/base",
+                  "--data", "data/dataset/train.jsonl", "--samples", str(batch * cfg["infer_batches"]),
+                  "--batch", str(batch), "--max_new_tokens", str(cfg["new_tokens"]), "--out", str(out)],
+                 with_repo(), work, logs / "hf_batch_infer.log")
+    r = json.loads(out.read_text())
+    return {"samples_per_s": steady_rate(r["times"], batch, 1), "peak_gib": r["peak_gib"], "wall_s": wall,
+            "new_tokens": statistics.mean(r["new_tokens"]), "processor_s": r["processor_s"],
+            "generate_s": r["generate_s"]}
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    import torch
+
+    out = {"python": platform.python_version(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available()
+           else f"none (CPU, {platform.processor() or platform.machine()})"}
+    for name in ("torch", "transformers", "peft", "ms-swift", "liger-kernel", "accelerate"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def flops_figures(results: dict) -> None:
+    """Tokens/s and MFU for every part, from the shape's FLOP count (bench/shapes.py) and the tokens measured."""
+    s, cfg, tok = shapes.SHAPES[results["config"]["shape"]], results["config"], results["tokens"]
+    patches, peak = shapes.patches(cfg["image_size"]), results["matmul_tflops"]
+    for r in results["parts"].values():
+        if r["kind"] == "train":
+            flop = shapes.train_flops(s, tok["train"], patches, 2)
+            r["tokens_per_s"] = r["samples_per_s"] * tok["train"]
+        else:
+            flop = shapes.infer_flops(s, tok["prompt"], r["new_tokens"], patches, 2)
+            r["tokens_per_s"] = r["samples_per_s"] * r["new_tokens"]
+        r["tflop_per_sample"] = flop / 1e12
+        r["mfu"] = r["samples_per_s"] * flop / (peak * 1e12) if peak else None
+
+
+def fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def report(results: dict) -> str:
+    """bench/RESULTS.md: the table, the loss curves side by side, and how the figures were taken."""
+    v, cfg, tok, parts = results["versions"], results["config"], results["tokens"], results["parts"]
+    lines = [f"# Speed: {v['gpu']}, Qwen3-VL `{cfg['shape']}` shape", "",
+             f"`{results['command']}` on {results['date']}; python {v['python']}, torch {v['torch']}, transformers "
+             f"{v['transformers']}, peft {v['peft']}, ms-swift {v['ms-swift']}, liger-kernel {v['liger-kernel']}.",
+             "",
+             f"Random-init model of the shape, {cfg['image_size']}x{cfg['image_size']} synthetic microscope pairs "
+             f"(2 images, {tok['train']} tokens per training sample, {tok['prompt']} in an inference prompt), "
+             f"LoRA r64 on the language model's linear layers, {results['dtype']}, sdpa attention, up to "
+             f"{cfg['new_tokens']} new tokens, greedy. Warm-up excluded (training: the first {cfg['warmup']} "
+             "optimizer steps; inference loops: the first sample or batch; `swift infer`: a run of one batch "
+             f"subtracted from a run of {cfg['infer_batches']}). MFU = samples/s x model FLOPs per sample / the "
+             f"card's measured bf16 matrix-product rate ({fmt(results['matmul_tflops'], '.0f')} TFLOP/s, 8192^3); "
+             "FLOPs per sample from bench/shapes.py (training: language model forward + input-gradient backward, "
+             "frozen ViT forward; inference: ViT + prompt forward + one forward per new token).", "",
+             "| what | samples/s | tokens/s | peak GPU memory (GiB, reserved) | TFLOP/sample | MFU | whole command (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in parts.values():
+        lines.append(f"| {r['label']} | {r['samples_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
+                     f"{fmt(r['peak_gib'], '.1f')} | {r['tflop_per_sample']:.2f} | {fmt(r['mfu'], '.1%')} | "
+                     f"{r['wall_s']:.0f} |")
+    lines += ["", "Tokens/s: training, all tokens of a sample; inference, generated tokens (`swift infer`: its "
+              "responses re-tokenised + end-of-turn). `swift infer` reports no GPU memory.", ""]
+    split = {n: r for n, r in parts.items() if "processor_s" in r}
+    for n, r in split.items():
+        lines += [f"{n}: processor (CPU) {r['processor_s']:.1f} s, generate (GPU) {r['generate_s']:.1f} s "
+                  "over the timed batches.", ""]
+    curves = [n for n, r in parts.items() if "losses" in r]
+    if curves:
+        lines += ["## Loss per optimizer step (same data, same global batch, constant lr 1e-4)", "",
+                  "| step | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
+        by = {n: {r["step"]: r["loss"] for r in parts[n]["losses"]} for n in curves}
+        for step in sorted(set().union(*by.values())):
+            lines.append(f"| {step} | " + " | ".join(fmt(by[n].get(step), ".4f") for n in curves) + " |")
+    lines += ["", "## Commands", ""] + [f"- {n}: `swift {' '.join(r['argv'])}`" for n, r in parts.items() if "argv" in r]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny shape, a few steps, CPU")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    ap.add_argument("--variants", default="{}", help='more swift runs: JSON {"swift_gpu_b32": {"train": '
+                    '{"per_device_train_batch_size": 32}}, "swift_infer_b256": {"infer": {...}}}, over the profile')
+    ap.add_argument("--work", type=Path, default=Path("/tmp/qwen_vl_bench"))
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/results.json")
+    ap.add_argument("--profile", type=Path, default=ROOT / "params-gpu.yaml")
+    ap.add_argument("--report", type=Path, help="write RESULTS.md beside this results.json and stop")
+    ap.add_argument("--seed", type=int, default=42)
+    a = ap.parse_args(argv)
+    if a.report:
+        (a.report.parent / "RESULTS.md").write_text(report(json.loads(a.report.read_text())), encoding="utf-8")
+        return
+    import yaml
+
+    cfg = dict(SMOKE if a.smoke else FULL)
+    profile = yaml.safe_load(a.profile.read_text(encoding="utf-8")) or {}
+    logs = a.work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    results = {"command": "python -m bench.speed" + (" --smoke" if a.smoke else ""), "config": cfg,
+               "date": time.strftime("%Y-%m-%d"), "versions": versions(), "matmul_tflops": matmul_tflops(), "parts": {}}
+    t0 = time.perf_counter()
+    prepare(a.work, cfg, a.seed)
+    results["prepare_s"], results["tokens"] = time.perf_counter() - t0, token_counts(a.work)
+    fast, slow = bench_params(profile, cfg, slow=False), bench_params(profile, cfg, slow=True)
+    results["dtype"] = fast["train"]["torch_dtype"]
+    micro = slow["train"]["per_device_train_batch_size"]
+    plan = {
+        "seeds_train": ("train", f"(a) seeds' way: Trainer + PEFT, batch {micro} x accum "
+                        f"{slow['train']['gradient_accumulation_steps']}, grad. checkpointing",
+                        lambda: seeds_train(a.work, cfg, fast, logs)),
+        "swift_slow": ("train", "train stage, `swift sft` with (a)'s batch, accumulation and checkpointing",
+                       lambda: swift_train(a.work, cfg, slow, logs, "swift_slow", cfg["slow_steps"])),
+        "swift_gpu": ("train", f"(b) train stage, `swift sft` with params-gpu.yaml (batch "
+                      f"{fast['train']['per_device_train_batch_size']})",
+                      lambda: swift_train(a.work, cfg, fast, logs, "swift_gpu", cfg["gpu_steps"])),
+        "seeds_infer": ("infer", "(c) seeds' way: one-sample `generate` loop", lambda: seeds_infer(a.work, cfg, logs)),
+        "hf_batch_infer": ("infer", f"(c) batched: the same transformers code, {fast['infer']['max_batch_size']} "
+                           "samples per `generate`", lambda: hf_batch_infer(a.work, cfg, fast, logs)),
+        "swift_infer": ("infer", f"(d) infer stage, `swift infer` batch {fast['infer']['max_batch_size']}",
+                        lambda: swift_infer(a.work, cfg, fast, logs, "swift_infer")),
+    }
+    for name, overrides in json.loads(a.variants).items():
+        q = merge(fast, overrides)
+        what = ", ".join(f"{k}={v}" for k, v in flatten(overrides).items())
+        if name.startswith("swift_infer"):
+            plan[name] = ("infer", f"(d) with {what}", lambda q=q, name=name: swift_infer(a.work, cfg, q, logs, name))
+        else:
+            plan[name] = ("train", f"(b) with {what}",
+                          lambda q=q, name=name: swift_train(a.work, cfg, q, logs, name, cfg["gpu_steps"]))
+    for name in [*a.parts.split(","), *json.loads(a.variants)]:
+        kind, label, measure = plan[name]
+        print(f"bench: {name} ...", flush=True)
+        try:
+            results["parts"][name] = {"kind": kind, "label": label, **measure()}
+        except SystemExit as e:     # one failed configuration must not lose the others' figures
+            print(f"bench: {name} FAILED: {e}", flush=True)
+            results.setdefault("failed", {})[name] = str(e)[-2000:]
+            continue
+        flops_figures(results)
+        a.out.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+        r = results["parts"][name]
+        print(f"bench: {name}: {r['samples_per_s']:.2f} samples/s, peak {r['peak_gib']} GiB, MFU {fmt(r['mfu'], '.1%')}",
+              flush=True)
+    a.out.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+    (a.out.parent / "RESULTS.md").write_text(report(results), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

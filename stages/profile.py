@@ -1,0 +1,62 @@
+"""A params profile (a YAML file shaped like params.yaml, holding only the keys it changes) -> the
+`-S key=value` options of `dvc exp run`, after checking the merged result against the schema:
+
+    dvc exp run $(python -m stages.profile params-gpu.yaml)
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from stages.common import PARAMS_FILE, load_params
+from stages.schema import ParamsError, validate
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{'train': {'learning_rate': 1e-4}} -> {'train.learning_rate': 1e-4}; lists and {} are values."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """`base` with every key of `overrides` replaced (nested sections merged, not replaced)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def set_options(profile: dict, base: dict) -> list[str]:
+    """The -S options for `profile` applied on `base`; raises ParamsError if the result is invalid."""
+    validate(merge(base, profile))
+    # DVC parses each value as YAML, so JSON (a YAML subset) keeps types: 1.0e-4, true, "", ["all-linear"].
+    options = [f"-S{key}={json.dumps(value, ensure_ascii=False, separators=(',', ':'))}"
+               for key, value in flatten(profile).items()]
+    if spaced := [o for o in options if any(c.isspace() for c in o)]:
+        raise ParamsError(f"{', '.join(spaced)}: a value with spaces does not survive $(...) word splitting; "
+                          "set it in params.yaml or pass that -S option by hand, quoted")
+    return options
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: dvc exp run $(python -m stages.profile PROFILE.yaml)")
+    path = Path(sys.argv[1])
+    with open(path, encoding="utf-8") as f:
+        profile = yaml.safe_load(f) or {}
+    try:
+        print(" ".join(set_options(profile, load_params(PARAMS_FILE))))
+    except ParamsError as e:
+        raise SystemExit(f"{path} applied on params.yaml: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
