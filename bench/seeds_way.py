@@ -61,7 +61,7 @@ def train(a) -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, processor = load(a.model, device)
-    model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=0.05,
+    model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=a.dropout,
                                              target_modules=LM_LINEAR, task_type="CAUSAL_LM"))
     rows = [json.loads(line) for line in open(a.data, encoding="utf-8")]
     assistant_ids = processor.tokenizer.encode("<|im_start|>assistant\n")
@@ -122,7 +122,8 @@ def infer(a) -> dict:
         inputs = processor(text=texts, images=images, return_tensors="pt", padding=True).to(device)
         mid = time.perf_counter()
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=a.max_new_tokens, do_sample=False)
+            out = model.generate(**inputs, max_new_tokens=a.max_new_tokens, do_sample=False,
+                                 **({"cache_implementation": a.cache} if a.cache else {}))
         processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         if device == "cuda":
             torch.cuda.synchronize()
@@ -147,9 +148,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--accum", type=int, default=4)
     ap.add_argument("--rank", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--dropout", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--samples", type=int, default=24)
     ap.add_argument("--max_new_tokens", type=int, default=32)
+    ap.add_argument("--cache", default="", help="infer: generate's cache_implementation (static: compiled decode)")
     ap.add_argument("--warmup", type=int, default=1, help="infer: batches left out of processor_s/generate_s")
     a = ap.parse_args(argv)
     result = train(a) if a.what == "train" else infer(a)

@@ -13,15 +13,17 @@ One run builds a randomly initialised model of the shape (bench/shapes.py) and s
   hf_batch_infer  (c)'s code batched: how the time splits between the processor (CPU) and generate (GPU)
   swift_infer  (d) the infer stage's `swift infer`, batched
 and any --variants (the GPU profile with some keys changed).
-Rates exclude warm-up: training from the step times after the first `warmup` steps, `swift infer` from
-two runs of different sizes (the difference cancels start-up, loading and the first batch).
+Rates exclude warm-up: training from the step times after the first `warmup` steps, inference from the
+batch times after the first batch (bench/time_infer.py clocks `swift infer`'s batches).
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -29,16 +31,17 @@ import time
 from pathlib import Path
 
 from bench import shapes
-from stages.common import PARAMS_FILE, ROOT, load_params, read_jsonl, write_jsonl
+from stages.common import PARAMS_FILE, ROOT, load_params, read_jsonl, read_yaml, write_jsonl
 from stages.infer import infer_argv
 from stages.profile import flatten, merge
 from stages.train import launch_env, sft_argv
 
 PARTS = ("swift_gpu", "seeds_train", "swift_infer", "seeds_infer", "swift_slow", "hf_batch_infer")
-FULL = dict(shape="2b", image_size=448, samples=640, warmup=3, seeds_steps=10, slow_steps=14, gpu_steps=36,
-            seeds_infer=16, infer_batches=4, new_tokens=32, embed_std=0.02)
+FULL = dict(shape="2b", image_size=448, samples=640, warmup=3, seeds_steps=8, slow_steps=8, gpu_steps=30,
+            seeds_infer=16, infer_batches=4, new_tokens=32, embed_std=0.02, seeds_dropout=0.05)
 SMOKE = dict(shape="tiny", image_size=64, samples=24, warmup=1, seeds_steps=3, slow_steps=3, gpu_steps=3,
-             seeds_infer=3, infer_batches=3, new_tokens=8, batch=4, infer_batch=4, embed_std=0.02)
+             seeds_infer=3, infer_batches=3, new_tokens=8, batch=4, infer_batch=4, embed_std=0.02, seeds_dropout=0.05,
+             seeds_batch=(2, 2))
 PROMPT = "请分析这两张连续的显微镜图像，并以JSON格式输出电机应该移动的方向、步数和分析过程。"
 
 
@@ -47,6 +50,21 @@ def steady_rate(times: list[float], per_step: float, warmup: int) -> float:
     if len(times) <= warmup:
         raise ValueError(f"{len(times)} step(s) timed; need more than the {warmup} warm-up step(s)")
     return per_step * (len(times) - warmup) / (times[-1] - times[warmup - 1])
+
+
+def batch_rate(times: list[float], sizes: list[int]) -> float:
+    """Samples per second after the first batch. Batches differ in size: `swift infer` cuts the dataset into
+    chunks of --write_batch_size (1000) before batching, so 1024 samples at batch 512 run as 512+488+24."""
+    if len(times) < 2:
+        raise ValueError(f"{len(times)} batch(es) timed; need at least 2")
+    return sum(sizes[1:]) / (times[-1] - times[0])
+
+
+def swift_usage(log: str) -> dict | None:
+    """The usage line `swift infer` logs at the end: {'num_prompt_tokens': .., 'num_generated_tokens': ..,
+    'num_samples': .., 'runtime': .., 'samples/s': .., 'tokens/s': ..}."""
+    found = re.findall(r"\{'num_prompt_tokens'.*?\}", log)
+    return ast.literal_eval(found[-1]) if found else None
 
 
 def swift_step_times(log_rows: list[dict]) -> list[float]:
@@ -66,7 +84,7 @@ def bench_params(profile: dict, cfg: dict, slow: bool) -> dict:
         t["per_device_train_batch_size"], t["gradient_accumulation_steps"] = cfg["batch"], 1
     global_batch = t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
     fixed = {"model": {"image_max_token_num": patches // (shapes.MERGE ** 2)},
-             "lora": {"rank": 64, "alpha": 128, "dropout": 0.05, "target_modules": ["all-linear"]},
+             "lora": {"rank": 64, "alpha": 128, "target_modules": ["all-linear"]},
              "train": {"freeze_vit": True, "freeze_aligner": True, "learning_rate": 1e-4, "warmup_ratio": 0.0,
                        "lr_scheduler_type": "constant", "logging_steps": 1, "resume": False, "quant_bits": 0}}
     if cfg["shape"] == "tiny":   # a CPU: no bf16, no Triton kernels
@@ -165,11 +183,11 @@ def timed(argv: list[str], env: dict, cwd: Path, log_path: Path) -> float:
 
 def seeds_train(work: Path, cfg: dict, p: dict, logs: Path) -> dict:
     out = logs / "seeds_train.json"
-    batch = min(4, p["train"]["per_device_train_batch_size"])
-    accum = p["train"]["per_device_train_batch_size"] * p["train"]["gradient_accumulation_steps"] // batch
+    batch, accum = cfg.get("seeds_batch", (4, 4))
     wall = timed([sys.executable, "-m", "bench.seeds_way", "train", "--model", "models/base",
                   "--data", "data/dataset/train.jsonl", "--steps", str(cfg["seeds_steps"]), "--batch", str(batch),
-                  "--accum", str(accum), "--rank", "64", "--lr", "1e-4", "--out", str(out),
+                  "--accum", str(accum), "--rank", "64", "--lr", "1e-4", "--dropout", str(cfg["seeds_dropout"]),
+                  "--out", str(out),
                   "--work", str(work / "out/seeds")], with_repo(), work, logs / "seeds_train.log")
     r = json.loads(out.read_text())
     return {"samples_per_s": steady_rate(r["steps"], r["global_batch"], cfg["warmup"]), "peak_gib": r["peak_gib"],
@@ -203,36 +221,48 @@ def seeds_infer(work: Path, cfg: dict, logs: Path) -> dict:
 
 
 def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str) -> dict:
-    """`swift infer` on one batch and on `infer_batches` batches of the training rows (speed does not depend
-    on whether a sample was trained on); the difference of the two runs is the steady rate."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(work / "models/base")
+    """The infer stage's `swift infer` command line on `infer_batches` batches of the training rows (speed does
+    not depend on whether a sample was trained on), run through bench/time_infer.py for per-batch times."""
     rows, batch = read_jsonl(work / "data/dataset/train.jsonl"), p["infer"]["max_batch_size"]
-    walls, new = {}, []
-    for n in (batch, batch * cfg["infer_batches"]):
-        write_jsonl(work / f"data/dataset/test_{n}.jsonl", (rows * n)[:n])
-        result = work / "out" / f"{name}_{n}.jsonl"
-        result.unlink(missing_ok=True)   # swift infer appends
-        argv = infer_argv(p, "base", str(result.relative_to(work)), dataset=f"data/dataset/test_{n}.jsonl")
-        walls[n] = timed(argv, launch_env(p), work, logs / f"{name}_{n}.log")
-        new = [len(tokenizer(r["response"], add_special_tokens=False)["input_ids"]) + 1 for r in read_jsonl(result)]
-    (small, t_small), (large, t_large) = walls.items()
-    return {"samples_per_s": (large - small) / (t_large - t_small), "wall_s": t_large, "walls": walls,
-            "new_tokens": statistics.mean(new), "argv": argv[1:], "peak_gib": None}
+    n = batch * cfg["infer_batches"]
+    write_jsonl(work / f"data/dataset/test_{n}.jsonl", (rows * n)[:n])
+    result, clock = work / "out" / f"{name}.jsonl", logs / f"{name}_times.json"
+    result.unlink(missing_ok=True)   # swift infer appends
+    argv = infer_argv(p, "base", str(result.relative_to(work)), dataset=f"data/dataset/test_{n}.jsonl")
+    wall = timed([sys.executable, "-m", "bench.time_infer", str(clock), "--", *argv[2:]],
+                 {**launch_env(p), **with_repo()}, work, logs / f"{name}.log")
+    if (written := len(read_jsonl(result))) != n:
+        raise SystemExit(f"swift infer wrote {written} rows for {n} samples")
+    clocked = json.loads(clock.read_text())
+    usage = swift_usage((logs / f"{name}.log").read_text(encoding="utf-8", errors="replace"))
+    return {"samples_per_s": batch_rate(clocked["times"], clocked["sizes"]), "wall_s": wall,
+            "new_tokens": usage["num_generated_tokens"] / usage["num_samples"] if usage else None,
+            "argv": argv[1:], "peak_gib": None}
 
 
-def hf_batch_infer(work: Path, cfg: dict, p: dict, logs: Path) -> dict:
+def hf_batch_infer(work: Path, cfg: dict, p: dict, logs: Path, cache: str = "") -> dict:
     """(c)'s code batched like (d): where the time goes (processor on the CPU vs generate on the GPU)."""
-    out, batch = logs / "hf_batch_infer.json", p["infer"]["max_batch_size"]
+    name = f"hf_batch_infer{'_' + cache if cache else ''}"
+    out, batch = logs / f"{name}.json", p["infer"]["max_batch_size"]
     wall = timed([sys.executable, "-m", "bench.seeds_way", "infer", "--model", "models/base",
                   "--data", "data/dataset/train.jsonl", "--samples", str(batch * cfg["infer_batches"]),
-                  "--batch", str(batch), "--max_new_tokens", str(cfg["new_tokens"]), "--out", str(out)],
-                 with_repo(), work, logs / "hf_batch_infer.log")
+                  "--batch", str(batch), "--max_new_tokens", str(cfg["new_tokens"]), "--out", str(out),
+                  "--cache", cache], with_repo(), work, logs / f"{name}.log")
     r = json.loads(out.read_text())
     return {"samples_per_s": steady_rate(r["times"], batch, 1), "peak_gib": r["peak_gib"], "wall_s": wall,
             "new_tokens": statistics.mean(r["new_tokens"]), "processor_s": r["processor_s"],
             "generate_s": r["generate_s"]}
+
+
+def profile_train(work: Path, p: dict, logs: Path) -> dict:
+    """bench/profile_train.py over the GPU profile's `swift sft`: top operators -> logs/profile_train.txt."""
+    from bench.profile_train import STEPS, WARMUP
+
+    argv = sft_argv(p, "out/profile") + ["--max_steps", str(WARMUP + STEPS + 1), "--eval_strategy", "no",
+                                          "--save_strategy", "no"]
+    wall = timed([sys.executable, "-m", "bench.profile_train", str(logs / "profile_train.txt"), "--", *argv[2:]],
+                 {**launch_env(p), **with_repo()}, work, logs / "profile_train.log")
+    return {"wall_s": wall, "report": (logs / "profile_train.txt").read_text(encoding="utf-8")[:20000]}
 
 
 def versions() -> dict:
@@ -255,6 +285,11 @@ def flops_figures(results: dict) -> None:
     s, cfg, tok = shapes.SHAPES[results["config"]["shape"]], results["config"], results["tokens"]
     patches, peak = shapes.patches(cfg["image_size"]), results["matmul_tflops"]
     for r in results["parts"].values():
+        if r["kind"] == "profile":
+            continue
+        if r["kind"] == "infer" and r["new_tokens"] is None:   # swift infer does not report them
+            r["new_tokens"] = next((q["new_tokens"] for q in results["parts"].values()
+                                    if q["kind"] == "infer" and q["new_tokens"] is not None), cfg["new_tokens"])
         if r["kind"] == "train":
             flop = shapes.train_flops(s, tok["train"], patches, 2)
             r["tokens_per_s"] = r["samples_per_s"] * tok["train"]
@@ -280,27 +315,29 @@ def report(results: dict) -> str:
              f"(2 images, {tok['train']} tokens per training sample, {tok['prompt']} in an inference prompt), "
              f"LoRA r64 on the language model's linear layers, {results['dtype']}, sdpa attention, up to "
              f"{cfg['new_tokens']} new tokens, greedy. Warm-up excluded (training: the first {cfg['warmup']} "
-             "optimizer steps; inference loops: the first sample or batch; `swift infer`: a run of one batch "
-             f"subtracted from a run of {cfg['infer_batches']}). MFU = samples/s x model FLOPs per sample / the "
+             f"optimizer steps; inference: the first sample or batch of {cfg['infer_batches']}). MFU = samples/s x model FLOPs per sample / the "
              f"card's measured bf16 matrix-product rate ({fmt(results['matmul_tflops'], '.0f')} TFLOP/s, 8192^3); "
              "FLOPs per sample from bench/shapes.py (training: language model forward + input-gradient backward, "
              "frozen ViT forward; inference: ViT + prompt forward + one forward per new token).", "",
              "| what | samples/s | tokens/s | peak GPU memory (GiB, reserved) | TFLOP/sample | MFU | whole command (s) |",
              "|---|---|---|---|---|---|---|"]
     for r in parts.values():
+        if r["kind"] == "profile":
+            continue
         lines.append(f"| {r['label']} | {r['samples_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
                      f"{fmt(r['peak_gib'], '.1f')} | {r['tflop_per_sample']:.2f} | {fmt(r['mfu'], '.1%')} | "
                      f"{r['wall_s']:.0f} |")
-    lines += ["", "Tokens/s: training, all tokens of a sample; inference, generated tokens (`swift infer`: its "
-              "responses re-tokenised + end-of-turn). `swift infer` reports no GPU memory.", ""]
+    lines += ["", "Tokens/s: training, all tokens of a sample; inference, generated tokens (`swift infer`: from "
+              "the usage line it logs; it reports no GPU memory).", ""]
     split = {n: r for n, r in parts.items() if "processor_s" in r}
     for n, r in split.items():
         lines += [f"{n}: processor (CPU) {r['processor_s']:.1f} s, generate (GPU) {r['generate_s']:.1f} s "
                   "over the timed batches.", ""]
     curves = [n for n, r in parts.items() if "losses" in r]
     if curves:
-        lines += ["## Loss per optimizer step (same data, same global batch, constant lr 1e-4)", "",
-                  "| step | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
+        lines += ["## Loss per optimizer step (same data order, constant lr 1e-4; global batch in brackets)", "",
+                  "| step | " + " | ".join(f"{n} ({parts[n]['global_batch']})" for n in curves) + " |",
+                  "|---" * (len(curves) + 1) + "|"]
         by = {n: {r["step"]: r["loss"] for r in parts[n]["losses"]} for n in curves}
         for step in sorted(set().union(*by.values())):
             lines.append(f"| {step} | " + " | ".join(fmt(by[n].get(step), ".4f") for n in curves) + " |")
@@ -323,10 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.report:
         (a.report.parent / "RESULTS.md").write_text(report(json.loads(a.report.read_text())), encoding="utf-8")
         return
-    import yaml
-
     cfg = dict(SMOKE if a.smoke else FULL)
-    profile = yaml.safe_load(a.profile.read_text(encoding="utf-8")) or {}
+    profile = read_yaml(a.profile) or {}
     logs = a.work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -339,10 +374,11 @@ def main(argv: list[str] | None = None) -> None:
     results["dtype"] = fast["train"]["torch_dtype"]
     micro = slow["train"]["per_device_train_batch_size"]
     plan = {
-        "seeds_train": ("train", f"(a) seeds' way: Trainer + PEFT, batch {micro} x accum "
-                        f"{slow['train']['gradient_accumulation_steps']}, grad. checkpointing",
+        "seeds_train": ("train", "(a) seeds' way: Trainer + PEFT, batch {} x accum {}, grad. checkpointing, LoRA "
+                        "dropout {}".format(*cfg.get("seeds_batch", (4, 4)), cfg["seeds_dropout"]),
                         lambda: seeds_train(a.work, cfg, fast, logs)),
-        "swift_slow": ("train", "train stage, `swift sft` with (a)'s batch, accumulation and checkpointing",
+        "swift_slow": ("train", f"train stage, `swift sft`, (b) but batch {micro} x accum "
+                       f"{slow['train']['gradient_accumulation_steps']} with grad. checkpointing, no liger",
                        lambda: swift_train(a.work, cfg, slow, logs, "swift_slow", cfg["slow_steps"])),
         "swift_gpu": ("train", f"(b) train stage, `swift sft` with params-gpu.yaml (batch "
                       f"{fast['train']['per_device_train_batch_size']})",
@@ -353,6 +389,9 @@ def main(argv: list[str] | None = None) -> None:
         "swift_infer": ("infer", f"(d) infer stage, `swift infer` batch {fast['infer']['max_batch_size']}",
                         lambda: swift_infer(a.work, cfg, fast, logs, "swift_infer")),
     }
+    plan["hf_batch_static"] = ("infer", "(c) batched, static KV cache (`generate(cache_implementation='static')`)",
+                               lambda: hf_batch_infer(a.work, cfg, fast, logs, cache="static"))
+    plan["profile_train"] = ("profile", "torch profiler over (b)", lambda: profile_train(a.work, fast, logs))
     for name, overrides in json.loads(a.variants).items():
         q = merge(fast, overrides)
         what = ", ".join(f"{k}={v}" for k, v in flatten(overrides).items())
@@ -373,8 +412,9 @@ def main(argv: list[str] | None = None) -> None:
         flops_figures(results)
         a.out.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
         r = results["parts"][name]
-        print(f"bench: {name}: {r['samples_per_s']:.2f} samples/s, peak {r['peak_gib']} GiB, MFU {fmt(r['mfu'], '.1%')}",
-              flush=True)
+        if kind != "profile":
+            print(f"bench: {name}: {r['samples_per_s']:.2f} samples/s, peak {r['peak_gib']} GiB, "
+                  f"MFU {fmt(r['mfu'], '.1%')}", flush=True)
     a.out.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
     (a.out.parent / "RESULTS.md").write_text(report(results), encoding="utf-8")
 

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,13 +27,25 @@ def setup_logging() -> None:
                         datefmt="%H:%M:%S")
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `3e-05` (no dot) as a string, and that is how `dvc exp run -S train.learning_rate=3e-5`
+    writes a small float into params.yaml; YAML 1.2 (and DVC's own parser) read it as a float, as here."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def read_yaml(path: Path):
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=ParamsLoader)
+
+
 def load_params(path: Path = PARAMS_FILE) -> dict:
     """The whole params.yaml, checked against the schema (every problem reported at once)."""
     from stages.schema import validate
 
-    with open(path, encoding="utf-8") as f:
-        params = yaml.safe_load(f) or {}
-    return validate(params)
+    return validate(read_yaml(path) or {})
 
 
 def declared_params(stage: str, dvc_yaml: Path = ROOT / "dvc.yaml") -> list[str]:

@@ -9,9 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from stages.common import PARAMS_FILE, load_params
+from stages.common import PARAMS_FILE, load_params, read_yaml
 from stages.schema import ParamsError, validate
 
 
@@ -50,8 +48,7 @@ def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit("usage: dvc exp run $(python -m stages.profile PROFILE.yaml)")
     path = Path(sys.argv[1])
-    with open(path, encoding="utf-8") as f:
-        profile = yaml.safe_load(f) or {}
+    profile = read_yaml(path) or {}
     try:
         print(" ".join(set_options(profile, load_params(PARAMS_FILE))))
     except ParamsError as e:

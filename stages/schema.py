@@ -134,6 +134,7 @@ class Train(Section):
     use_liger_kernel: bool = False
     attn_impl: Literal["sdpa", "eager", "flash_attn", "flash_attention_3"] = "sdpa"
     padding_free: bool = False
+    torch_compile: bool = False
 
     @model_validator(mode="after")
     def _padding_free_needs_flash(self):
@@ -225,16 +226,13 @@ def main() -> None:
     declares (`lora.rnak`) still fails `dvc repro` instead of being silently ignored."""
     import sys
 
-    import yaml
-
-    from stages.common import PARAMS_FILE, setup_logging
+    from stages.common import PARAMS_FILE, read_yaml, setup_logging
 
     setup_logging()
-    with open(PARAMS_FILE, encoding="utf-8") as f:
-        try:
-            validate(yaml.safe_load(f) or {})
-        except ParamsError as e:
-            sys.exit(str(e))
+    try:
+        validate(read_yaml(PARAMS_FILE) or {})
+    except ParamsError as e:
+        sys.exit(str(e))
 
 
 if __name__ == "__main__":

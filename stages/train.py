@@ -52,7 +52,7 @@ def sft_argv(p: dict, output_dir: str) -> list[str]:
     for key in ("freeze_vit", "freeze_aligner", "num_train_epochs", "learning_rate", "lr_scheduler_type",
                 "warmup_ratio", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
                 "torch_dtype", "gradient_checkpointing", "logging_steps", "eval_steps",
-                "dataloader_num_workers", "use_liger_kernel", "attn_impl", "padding_free"):
+                "dataloader_num_workers", "use_liger_kernel", "attn_impl", "padding_free", "torch_compile"):
         argv += [f"--{key}", flag(t[key])]
     return argv + [
         "--per_device_eval_batch_size", flag(t["per_device_train_batch_size"]),

@@ -1,0 +1,58 @@
+"""Where a `swift sft` training step spends its time: runs ms-swift's sft in this process with a torch
+profiler over a few steps after warm-up, and writes the top operators by GPU and by CPU time.
+
+    python -m bench.profile_train OUT.txt -- <swift sft arguments...>
+"""
+from __future__ import annotations
+
+import functools
+import sys
+import time
+
+WARMUP, STEPS = 4, 3
+
+
+def main() -> None:
+    import torch
+    import transformers
+    from torch.profiler import ProfilerActivity, profile
+
+    out, argv = sys.argv[1], sys.argv[sys.argv.index("--") + 1:]
+    gpu_present = torch.cuda.is_available()
+    prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu_present else []))
+    marks = {}
+
+    class Window(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if gpu_present:
+                torch.cuda.synchronize()
+            if state.global_step == WARMUP:
+                marks["start"] = time.perf_counter()
+                prof.__enter__()
+            elif state.global_step == WARMUP + STEPS:
+                prof.__exit__(None, None, None)
+                marks["end"] = time.perf_counter()
+
+    init = transformers.Trainer.__init__
+
+    @functools.wraps(init)      # ms-swift reads the signature to choose its keyword arguments
+    def with_window(self, *a, **k):
+        init(self, *a, **k)
+        self.add_callback(Window())
+    transformers.Trainer.__init__ = with_window
+
+    from swift.pipelines import sft_main
+    sft_main(argv)
+    events = prof.key_averages()
+    gpu = sum(e.self_device_time_total for e in events) / 1e6
+    wall = marks["end"] - marks["start"]
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(f"{STEPS} steps after {WARMUP}: wall {wall:.3f} s, GPU kernels {gpu:.3f} s "
+                f"({gpu / wall:.0%} busy if serial)\n\n")
+        f.write(events.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=70))
+        f.write("\n\n")
+        f.write(events.table(sort_by="cpu_time_total", row_limit=30, max_name_column_width=70))
+
+
+if __name__ == "__main__":
+    main()
