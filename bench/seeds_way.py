@@ -38,12 +38,23 @@ def answer_mask(input_ids, assistant_ids: list[int]):
     return labels
 
 
-def load(model_dir: str, device: str):
+def load(model_dir: str, device: str, quant_bits: int = 0):
+    """bf16 on a GPU; `quant_bits` 4 or 8 loads the base through bitsandbytes, as seeds 001-003 do for QLoRA
+    (NF4 with double quantization and bf16 compute, or LLM.int8) - the same config ms-swift builds for
+    `--quant_method bnb --quant_bits N`."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
+    if quant_bits:
+        quant = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=dtype) if quant_bits == 4
+                 else BitsAndBytesConfig(load_in_8bit=True))
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa",
+                                                            quantization_config=quant, device_map={"": device})
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype,
+                                                            attn_implementation="sdpa").to(device)
     return model, AutoProcessor.from_pretrained(model_dir)
 
 
@@ -60,7 +71,7 @@ def train(a) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, processor = load(a.model, device)
+    model, processor = load(a.model, device, a.quant_bits)
     model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=a.dropout,
                                              target_modules=LM_LINEAR, task_type="CAUSAL_LM"))
     rows = [json.loads(line) for line in open(a.data, encoding="utf-8")]
@@ -98,7 +109,8 @@ def train(a) -> dict:
         dataloader_num_workers=0, disable_tqdm=True)
     Trainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[clock]).train()
     return {"steps": clock.times, "losses": clock.losses, "global_batch": a.batch * a.accum,
-            "peak_gib": peak_gib(device)}
+            "peak_gib": peak_gib(device), "quant_bits": a.quant_bits,
+            "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if device == "cuda" else None}
 
 
 def infer(a) -> dict:
@@ -149,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rank", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--dropout", type=float, default=0.05)
+    ap.add_argument("--quant_bits", type=int, default=0, choices=[0, 4, 8], help="train: QLoRA base (GPU)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--samples", type=int, default=24)
     ap.add_argument("--max_new_tokens", type=int, default=32)
