@@ -61,3 +61,17 @@ def test_full_fine_tuning_saves_a_whole_model(workspace):
     checkpoint = train(workspace, "full", {"train": {"tuner_type": "full", "learning_rate": 1.0e-4}})
     assert not (checkpoint / "adapter_config.json").exists()
     assert (checkpoint / "config.json").is_file() and list(checkpoint.glob("model*.safetensors"))
+
+
+def test_early_stopping_stops_when_eval_loss_stops_improving(workspace):
+    """early_stop_interval 1 with an eval every step and a learning rate that makes training diverge: ms-swift
+    stops at the first eval that is not better, long before max_steps."""
+    p = merge(load_params(), {"train": {"per_device_train_batch_size": 2, "logging_steps": 1, "eval_steps": 1,
+                                        "early_stop_interval": 1, "learning_rate": 0.9, "lr_scheduler_type": "constant",
+                                        "warmup_ratio": 0.0}})
+    argv = sft_argv(p, "out/early") + ["--max_steps", "30"]
+    done = subprocess.run(argv, cwd=workspace, env={**os.environ, **launch_env(p)}, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = json.loads((workspace / "out/early/logging.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    assert final["global_step"] < 30
