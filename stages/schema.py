@@ -207,8 +207,6 @@ def _describe(err: dict) -> str:
         return f"{key}: missing"
     given = err.get("input")
     msg = err["msg"].removeprefix("Value error, ")
-    if isinstance(given, str) and err["type"] == "float_type":
-        msg += " (write floats with a dot, e.g. 1.0e-4: YAML reads 1e-4 as a string)"
     return f"{key}: {msg}, got {given!r}" if err["type"] != "value_error" else msg
 
 
