@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--work", default="/tmp/seeds_way")
+    ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "seeds_way"), help="Trainer output_dir")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch", type=int, default=4, help="train: per-device batch; infer: samples per generate")
     ap.add_argument("--accum", type=int, default=4)

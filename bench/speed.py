@@ -27,6 +27,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -194,8 +195,13 @@ def seeds_train(work: Path, cfg: dict, p: dict, logs: Path) -> dict:
             "wall_s": wall, "losses": r["losses"], "global_batch": r["global_batch"]}
 
 
+def timed_sft_argv(p: dict, name: str, steps: int) -> list[str]:
+    """The train stage's `swift sft` command line, cut to `steps` steps with no eval and no checkpoint."""
+    return sft_argv(p, f"out/{name}") + ["--max_steps", str(steps), "--eval_strategy", "no", "--save_strategy", "no"]
+
+
 def swift_train(work: Path, cfg: dict, p: dict, logs: Path, name: str, steps: int) -> dict:
-    argv = sft_argv(p, f"out/{name}") + ["--max_steps", str(steps), "--eval_strategy", "no", "--save_strategy", "no"]
+    argv = timed_sft_argv(p, name, steps)
     subprocess.run(["rm", "-rf", str(work / "out" / name)], check=True)
     wall = timed(argv, launch_env(p), work, logs / f"{name}.log")
     rows = read_jsonl(work / "out" / name / "logging.jsonl")
@@ -258,8 +264,7 @@ def profile_train(work: Path, p: dict, logs: Path) -> dict:
     """bench/profile_train.py over the GPU profile's `swift sft`: top operators -> logs/profile_train.txt."""
     from bench.profile_train import STEPS, WARMUP
 
-    argv = sft_argv(p, "out/profile") + ["--max_steps", str(WARMUP + STEPS + 1), "--eval_strategy", "no",
-                                          "--save_strategy", "no"]
+    argv = timed_sft_argv(p, "profile", WARMUP + STEPS + 1)
     wall = timed([sys.executable, "-m", "bench.profile_train", str(logs / "profile_train.txt"), "--", *argv[2:]],
                  {**launch_env(p), **with_repo()}, work, logs / "profile_train.log")
     return {"wall_s": wall, "report": (logs / "profile_train.txt").read_text(encoding="utf-8")[:20000]}
@@ -351,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     ap.add_argument("--variants", default="{}", help='more swift runs: JSON {"swift_gpu_b32": {"train": '
                     '{"per_device_train_batch_size": 32}}, "swift_infer_b256": {"infer": {...}}}, over the profile')
-    ap.add_argument("--work", type=Path, default=Path("/tmp/qwen_vl_bench"))
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "qwen_vl_bench")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results.json")
     ap.add_argument("--profile", type=Path, default=ROOT / "params-gpu.yaml")
     ap.add_argument("--report", type=Path, help="write RESULTS.md beside this results.json and stop")
