@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,7 +44,6 @@ FULL = dict(shape="2b", image_size=448, samples=640, warmup=3, seeds_steps=8, sl
 SMOKE = dict(shape="tiny", image_size=64, samples=24, warmup=1, seeds_steps=3, slow_steps=3, gpu_steps=3,
              seeds_infer=3, infer_batches=3, new_tokens=8, batch=4, infer_batch=4, embed_std=0.02, seeds_dropout=0.05,
              seeds_batch=(2, 2))
-PROMPT = "请分析这两张连续的显微镜图像，并以JSON格式输出电机应该移动的方向、步数和分析过程。"
 
 
 def steady_rate(times: list[float], per_step: float, warmup: int) -> float:
@@ -115,14 +115,15 @@ def prepare(work: Path, cfg: dict, seed: int) -> dict:
     if (work / "prepared.json").is_file() and (work / "prepared.json").read_text() == stamp:
         return json.loads(stamp)
     for d in (base, raw, dataset):
-        subprocess.run(["rm", "-rf", str(d)], check=True)
+        shutil.rmtree(d, ignore_errors=True)
     base.mkdir(parents=True)
     gpu = torch.cuda.is_available()
     build_tiny_qwen3_vl(base, seed, **shapes.SHAPES[cfg["shape"]], embed_std=cfg["embed_std"],
                         dtype="bfloat16" if gpu else "float32", device="cuda" if gpu else "cpu")
-    synth = {**load_params(PARAMS_FILE)["synth"], "num_samples": cfg["samples"], "image_size": cfg["image_size"]}
+    params = load_params(PARAMS_FILE)
+    synth = {**params["synth"], "num_samples": cfg["samples"], "image_size": cfg["image_size"]}
     rows = generate(raw, synth, seed)
-    jsonl = [swift_row(r["id"], [f"data/raw/{r['image_1']}", f"data/raw/{r['image_2']}"], PROMPT,
+    jsonl = [swift_row(r["id"], [f"data/raw/{r['image_1']}", f"data/raw/{r['image_2']}"], params["data"]["prompt"],
                        json.dumps({k: r[k] for k in ("analysis", "direction", "distance")}, ensure_ascii=False), "")
              for r in rows]
     dataset.mkdir(parents=True)
@@ -202,28 +203,31 @@ def timed_sft_argv(p: dict, name: str, steps: int) -> list[str]:
 
 def swift_train(work: Path, cfg: dict, p: dict, logs: Path, name: str, steps: int) -> dict:
     argv = timed_sft_argv(p, name, steps)
-    subprocess.run(["rm", "-rf", str(work / "out" / name)], check=True)
+    shutil.rmtree(work / "out" / name, ignore_errors=True)
     wall = timed(argv, launch_env(p), work, logs / f"{name}.log")
     rows = read_jsonl(work / "out" / name / "logging.jsonl")
     t = p["train"]
     global_batch = t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
     return {"samples_per_s": steady_rate(swift_step_times(rows), global_batch, cfg["warmup"]),
-            "peak_gib": max((r.get("memory(GiB)", 0) for r in rows), default=None) or None, "wall_s": wall,
+            "peak_gib": max((r["memory(GiB)"] for r in rows if "memory(GiB)" in r), default=None), "wall_s": wall,
             "losses": [{"step": int(r["global_step/max_steps"].split("/")[0]), "loss": r["loss"]}
                        for r in rows if "loss" in r],
             "global_batch": global_batch, "argv": argv[1:]}
 
 
-def seeds_infer(work: Path, cfg: dict, logs: Path) -> dict:
-    out = logs / "seeds_infer.json"
+def hf_infer(work: Path, cfg: dict, logs: Path, name: str, batch: int, samples: int, warmup: int,
+             cache: str = "") -> dict:
+    """bench/seeds_way.py's transformers `generate`: batch 1 is (c), the seeds' loop; a larger batch shows where
+    the time goes (processor on the CPU vs generate on the GPU). `warmup` calls are left out."""
+    out = logs / f"{name}.json"
     wall = timed([sys.executable, "-m", "bench.seeds_way", "infer", "--model", "models/base",
-                  "--data", "data/dataset/train.jsonl", "--samples", str(cfg["seeds_infer"]), "--batch", "1",
-                  "--max_new_tokens", str(cfg["new_tokens"]), "--out", str(out)],
-                 with_repo(), work, logs / "seeds_infer.log")
+                  "--data", "data/dataset/train.jsonl", "--samples", str(samples), "--batch", str(batch),
+                  "--max_new_tokens", str(cfg["new_tokens"]), "--warmup", str(warmup), "--cache", cache,
+                  "--out", str(out)], with_repo(), work, logs / f"{name}.log")
     r = json.loads(out.read_text())
-    new = statistics.mean(r["new_tokens"][cfg["warmup"]:])
-    return {"samples_per_s": steady_rate(r["times"], 1, cfg["warmup"]), "peak_gib": r["peak_gib"], "wall_s": wall,
-            "new_tokens": new}
+    split = {"processor_s": r["processor_s"], "generate_s": r["generate_s"]} if batch > 1 else {}
+    return {"samples_per_s": steady_rate(r["times"], batch, warmup), "peak_gib": r["peak_gib"], "wall_s": wall,
+            "new_tokens": statistics.mean(r["new_tokens"][warmup * batch:]), **split}
 
 
 def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str) -> dict:
@@ -244,20 +248,6 @@ def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str) -> dict:
     return {"samples_per_s": batch_rate(clocked["times"], clocked["sizes"]), "wall_s": wall,
             "new_tokens": usage["num_generated_tokens"] / usage["num_samples"] if usage else None,
             "argv": argv[1:], "peak_gib": None}
-
-
-def hf_batch_infer(work: Path, cfg: dict, p: dict, logs: Path, cache: str = "") -> dict:
-    """(c)'s code batched like (d): where the time goes (processor on the CPU vs generate on the GPU)."""
-    name = f"hf_batch_infer{'_' + cache if cache else ''}"
-    out, batch = logs / f"{name}.json", p["infer"]["max_batch_size"]
-    wall = timed([sys.executable, "-m", "bench.seeds_way", "infer", "--model", "models/base",
-                  "--data", "data/dataset/train.jsonl", "--samples", str(batch * cfg["infer_batches"]),
-                  "--batch", str(batch), "--max_new_tokens", str(cfg["new_tokens"]), "--out", str(out),
-                  "--cache", cache], with_repo(), work, logs / f"{name}.log")
-    r = json.loads(out.read_text())
-    return {"samples_per_s": steady_rate(r["times"], batch, 1), "peak_gib": r["peak_gib"], "wall_s": wall,
-            "new_tokens": statistics.mean(r["new_tokens"]), "processor_s": r["processor_s"],
-            "generate_s": r["generate_s"]}
 
 
 def profile_train(work: Path, p: dict, logs: Path) -> dict:
@@ -320,11 +310,13 @@ def report(results: dict) -> str:
              f"(2 images, {tok['train']} tokens per training sample, {tok['prompt']} in an inference prompt), "
              f"LoRA r64 on the language model's linear layers, {results['dtype']}, sdpa attention, up to "
              f"{cfg['new_tokens']} new tokens, greedy. Warm-up excluded (training: the first {cfg['warmup']} "
-             f"optimizer steps; inference: the first sample or batch of {cfg['infer_batches']}). MFU = samples/s x model FLOPs per sample / the "
+             f"optimizer steps; inference: the first sample or batch of {cfg['infer_batches']}). "
+             "MFU = samples/s x model FLOPs per sample / the "
              f"card's measured bf16 matrix-product rate ({fmt(results['matmul_tflops'], '.0f')} TFLOP/s, 8192^3); "
              "FLOPs per sample from bench/shapes.py (training: language model forward + input-gradient backward, "
              "frozen ViT forward; inference: ViT + prompt forward + one forward per new token).", "",
-             "| what | samples/s | tokens/s | peak GPU memory (GiB, reserved) | TFLOP/sample | MFU | whole command (s) |",
+             "| what | samples/s | tokens/s | peak GPU memory (GiB, reserved) | TFLOP/sample | MFU "
+             "| whole command (s) |",
              "|---|---|---|---|---|---|---|"]
     for r in parts.values():
         if r["kind"] == "profile":
@@ -346,7 +338,8 @@ def report(results: dict) -> str:
         by = {n: {r["step"]: r["loss"] for r in parts[n]["losses"]} for n in curves}
         for step in sorted(set().union(*by.values())):
             lines.append(f"| {step} | " + " | ".join(fmt(by[n].get(step), ".4f") for n in curves) + " |")
-    lines += ["", "## Commands", ""] + [f"- {n}: `swift {' '.join(r['argv'])}`" for n, r in parts.items() if "argv" in r]
+    lines += ["", "## Commands", ""]
+    lines += [f"- {n}: `swift {' '.join(r['argv'])}`" for n, r in parts.items() if "argv" in r]
     return "\n".join(lines) + "\n"
 
 
@@ -377,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     results["prepare_s"], results["tokens"] = time.perf_counter() - t0, token_counts(a.work)
     fast, slow = bench_params(profile, cfg, slow=False), bench_params(profile, cfg, slow=True)
     results["dtype"] = fast["train"]["torch_dtype"]
-    micro = slow["train"]["per_device_train_batch_size"]
+    micro, infer_batch = slow["train"]["per_device_train_batch_size"], fast["infer"]["max_batch_size"]
     plan = {
         "seeds_train": ("train", "(a) seeds' way: Trainer + PEFT, batch {} x accum {}, grad. checkpointing, LoRA "
                         "dropout {}".format(*cfg.get("seeds_batch", (4, 4)), cfg["seeds_dropout"]),
@@ -388,14 +381,17 @@ def main(argv: list[str] | None = None) -> None:
         "swift_gpu": ("train", f"(b) train stage, `swift sft` with params-gpu.yaml (batch "
                       f"{fast['train']['per_device_train_batch_size']})",
                       lambda: swift_train(a.work, cfg, fast, logs, "swift_gpu", cfg["gpu_steps"])),
-        "seeds_infer": ("infer", "(c) seeds' way: one-sample `generate` loop", lambda: seeds_infer(a.work, cfg, logs)),
+        "seeds_infer": ("infer", "(c) seeds' way: one-sample `generate` loop",
+                        lambda: hf_infer(a.work, cfg, logs, "seeds_infer", 1, cfg["seeds_infer"], cfg["warmup"])),
         "hf_batch_infer": ("infer", f"(c) batched: the same transformers code, {fast['infer']['max_batch_size']} "
-                           "samples per `generate`", lambda: hf_batch_infer(a.work, cfg, fast, logs)),
+                           "samples per `generate`", lambda: hf_infer(a.work, cfg, logs, "hf_batch_infer", infer_batch,
+                                                                      infer_batch * cfg["infer_batches"], 1)),
         "swift_infer": ("infer", f"(d) infer stage, `swift infer` batch {fast['infer']['max_batch_size']}",
                         lambda: swift_infer(a.work, cfg, fast, logs, "swift_infer")),
     }
     plan["hf_batch_static"] = ("infer", "(c) batched, static KV cache (`generate(cache_implementation='static')`)",
-                               lambda: hf_batch_infer(a.work, cfg, fast, logs, cache="static"))
+                               lambda: hf_infer(a.work, cfg, logs, "hf_batch_infer_static", infer_batch,
+                                                infer_batch * cfg["infer_batches"], 1, cache="static"))
     plan["profile_train"] = ("profile", "torch profiler over (b)", lambda: profile_train(a.work, fast, logs))
     for name, overrides in json.loads(a.variants).items():
         q = merge(fast, overrides)
