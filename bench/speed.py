@@ -245,7 +245,9 @@ def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str) -> dict:
         raise SystemExit(f"swift infer wrote {written} rows for {n} samples")
     clocked = json.loads(clock.read_text())
     usage = swift_usage((logs / f"{name}.log").read_text(encoding="utf-8", errors="replace"))
-    return {"samples_per_s": batch_rate(clocked["times"], clocked["sizes"]), "wall_s": wall,
+    # seconds per batch in each phase, the first (warm-up) batch left out
+    phases = {k: statistics.mean(v[1:]) for k, v in clocked.get("phases", {}).items() if len(v) > 1}
+    return {"samples_per_s": batch_rate(clocked["times"], clocked["sizes"]), "wall_s": wall, "phases_s": phases,
             "new_tokens": usage["num_generated_tokens"] / usage["num_samples"] if usage else None,
             "argv": argv[1:], "peak_gib": None}
 
@@ -330,6 +332,12 @@ def report(results: dict) -> str:
     for n, r in split.items():
         lines += [f"{n}: processor (CPU) {r['processor_s']:.1f} s, generate (GPU) {r['generate_s']:.1f} s "
                   "over the timed batches.", ""]
+    for n, r in parts.items():
+        if r.get("phases_s"):
+            ph = r["phases_s"]
+            lines += [f"{n}: per batch after the first, encode (template + image processor, CPU threads) "
+                      f"{ph['encode']:.2f} s, then generate (ViT, prefill, decoding, GPU) {ph['generate']:.2f} s; "
+                      "ms-swift runs them one after the other.", ""]
     curves = [n for n, r in parts.items() if "losses" in r]
     if curves:
         lines += ["## Loss per optimizer step (same data order, constant lr 1e-4; global batch in brackets)", "",
@@ -363,7 +371,10 @@ def main(argv: list[str] | None = None) -> None:
     logs = a.work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    results = {"command": "python -m bench.speed" + (" --smoke" if a.smoke else ""), "config": cfg,
+    command = ["python -m bench.speed", *(["--smoke"] if a.smoke else []),
+               *([f"--parts {a.parts}"] if a.parts != ",".join(PARTS) else []),
+               *([f"--variants '{a.variants}'"] if a.variants != "{}" else [])]
+    results = {"command": " ".join(command), "config": cfg,
                "date": time.strftime("%Y-%m-%d"), "versions": versions(), "matmul_tflops": matmul_tflops(), "parts": {}}
     t0 = time.perf_counter()
     prepare(a.work, cfg, a.seed)

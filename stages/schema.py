@@ -105,6 +105,7 @@ class Lora(Section):
     use_dora: bool = False
     use_rslora: bool = False
     modules_to_save: list[str] = []
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
 
 
 class Train(Section):

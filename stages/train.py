@@ -40,6 +40,8 @@ def sft_argv(p: dict, output_dir: str) -> list[str]:
                  "--use_dora", flag(lora["use_dora"]), "--use_rslora", flag(lora["use_rslora"])]
         if lora["modules_to_save"]:
             argv += ["--modules_to_save", *lora["modules_to_save"]]
+        if lora["dtype"]:
+            argv += ["--lora_dtype", lora["dtype"]]
     if t["quant_bits"]:
         argv += ["--quant_method", "bnb", "--quant_bits", flag(t["quant_bits"])]
     for key in ("vit_lr", "aligner_lr"):

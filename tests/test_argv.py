@@ -29,16 +29,16 @@ def test_sft_argv_maps_every_knob():
     for key in set(p["train"]) - conditional:
         assert f"--{key}" in o, key
     assert not {f"--{k}" for k in conditional} & set(o)
-    assert "--template" not in o
+    assert "--template" not in o and "--lora_dtype" not in o
 
 
 def test_sft_argv_variants():
     p = stage_params("train")
-    p["lora"].update(use_dora=True, use_rslora=True, modules_to_save=["visual", "lm_head"])
+    p["lora"].update(use_dora=True, use_rslora=True, modules_to_save=["visual", "lm_head"], dtype="bfloat16")
     p["train"].update(quant_bits=4, vit_lr=1.0e-5, aligner_lr=2.0e-5, early_stop_interval=3, report_to="tensorboard")
     argv = sft_argv(p, "out")
     o = opts(argv)
-    assert (o["--use_dora"], o["--use_rslora"]) == ("true", "true")
+    assert (o["--use_dora"], o["--use_rslora"], o["--lora_dtype"]) == ("true", "true", "bfloat16")
     assert argv[argv.index("--modules_to_save") + 1:][:2] == ["visual", "lm_head"]
     assert (o["--quant_method"], o["--quant_bits"]) == ("bnb", "4")
     assert (o["--vit_lr"], o["--aligner_lr"], o["--early_stop_interval"]) == ("1e-05", "2e-05", "3")

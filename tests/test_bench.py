@@ -236,6 +236,14 @@ def test_smoke_swift_infer_is_clocked_per_batch(smoke):
     clock = json.loads((smoke["work"] / "logs/swift_infer_times.json").read_text(encoding="utf-8"))
     assert clock["sizes"] == [4, 4, 4] and clock["times"] == sorted(clock["times"])
     assert 0 < smoke["results"]["parts"]["swift_infer"]["new_tokens"] <= SMOKE["new_tokens"]
+    # each batch is split into its phases, which fit inside the time between two batches' ends
+    assert {k: len(v) for k, v in clock["phases"].items()} == {"encode": 3, "pre_forward": 3, "generate": 3}
+    gaps = [b - a for a, b in zip(clock["times"], clock["times"][1:])]
+    for i, gap in enumerate(gaps, start=1):
+        assert 0 < clock["phases"]["encode"][i] + clock["phases"]["generate"][i] <= gap
+    phases = smoke["results"]["parts"]["swift_infer"]["phases_s"]
+    assert phases["encode"] > 0 and phases["generate"] > 0
+    assert "encode" in smoke["report"].read_text(encoding="utf-8")
 
 
 def test_smoke_swift_slow_and_gpu_agree_on_the_loss(smoke):
