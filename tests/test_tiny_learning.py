@@ -1,0 +1,47 @@
+"""bench/tiny_learning.py, the recipe search of the tiny model: its control tasks label what they claim, its
+re-initialisation has the stated scale, and a short run on a freshly built tiny model writes its curve."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bench.tiny_learning import fan_in_init, task_label
+from stages.tiny_qwen import build_tiny_qwen3_vl
+from tests.conftest import ROOT
+from tests.workspace import ENV
+
+
+def test_task_labels():
+    dark, bright = np.full((4, 4), 50, np.uint8), np.full((4, 4), 70, np.uint8)
+    assert task_label("real", dark, bright, -7) == -7
+    assert (task_label("bright", bright, dark, 3), task_label("bright", dark, bright, 3)) == (1, -1)
+    assert (task_label("bright2", dark, bright, 3), task_label("bright2", bright, dark, 3)) == (1, -1)
+    assert [task_label("sharp1", dark, dark, d) for d in (-5, 5, 6, -9)] == [1, 1, -1, -1]
+    with pytest.raises(KeyError):
+        task_label("blur", dark, dark, 1)
+
+
+def test_fan_in_init_scale_and_embeddings_kept():
+    net = torch.nn.ModuleDict({"embed_tokens": torch.nn.Embedding(50, 256), "proj": torch.nn.Linear(256, 512)})
+    embed = net["embed_tokens"].weight.detach().clone()
+    assert fan_in_init(net, 2.0, seed=0) == 1
+    assert torch.equal(net["embed_tokens"].weight, embed)
+    assert net["proj"].weight.std().item() == pytest.approx(2.0 / 256 ** 0.5, rel=0.02)
+
+
+def test_short_run_writes_its_curve(tmp_path):
+    model, out = tmp_path / "model", tmp_path / "curve.jsonl"
+    model.mkdir()
+    build_tiny_qwen3_vl(model, seed=0)
+    r = subprocess.run([sys.executable, "-m", "bench.tiny_learning", "--model", str(model), "--task", "bright2",
+                        "--n_train", "16", "--n_test", "8", "--bs", "8", "--eval_every", "1", "--lm_gain", "1",
+                        "--vit_gain", "1", "--out", str(out)], cwd=ROOT, env=ENV, text=True, capture_output=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["seen"] for row in rows] == [8, 16]
+    assert all(0 <= row["direction"] <= 1 and 0 <= row["distance_digit"] <= 1 for row in rows)
+    assert rows[1]["loss"] < rows[0]["loss"]     # two steps at lr 5e-3 already fit the answer's fixed text
