@@ -53,6 +53,16 @@ def steady_rate(times: list[float], per_step: float, warmup: int) -> float:
     return per_step * (len(times) - warmup) / (times[-1] - times[warmup - 1])
 
 
+def median_rate(times: list[float], per_step: float, warmup: int) -> float:
+    """Items per second at the median step after warm-up: the steady state of a long run. A short window also
+    holds one-time stalls (such as a new epoch's dataloader workers, or kernels compiled for a new sequence
+    length) that a long run pays once; `steady_rate` keeps them, this leaves them out."""
+    steps = [b - a for a, b in zip(times[warmup - 1:], times[warmup:])]
+    if not steps:
+        raise ValueError(f"{len(times)} step(s) timed; need more than the {warmup} warm-up step(s)")
+    return per_step / statistics.median(steps)
+
+
 def batch_rate(times: list[float], sizes: list[int]) -> float:
     """Samples per second after the first batch. Batches differ in size: `swift infer` cuts the dataset into
     chunks of --write_batch_size (1000) before batching, so 1024 samples at batch 512 run as 512+488+24."""
@@ -204,7 +214,8 @@ def seeds_train(work: Path, cfg: dict, p: dict, logs: Path) -> dict:
                   "--out", str(out),
                   "--work", str(work / "out/seeds")], with_repo(), work, logs / "seeds_train.log")
     r = json.loads(out.read_text())
-    return {"samples_per_s": steady_rate(r["steps"], r["global_batch"], cfg["warmup"]), "peak_gib": r["peak_gib"],
+    return {"samples_per_s": steady_rate(r["steps"], r["global_batch"], cfg["warmup"]),
+            "median_samples_per_s": median_rate(r["steps"], r["global_batch"], cfg["warmup"]), "peak_gib": r["peak_gib"],
             "wall_s": wall, "losses": r["losses"], "global_batch": r["global_batch"]}
 
 
@@ -220,7 +231,10 @@ def swift_train(work: Path, cfg: dict, p: dict, logs: Path, name: str, steps: in
     rows = read_jsonl(work / "out" / name / "logging.jsonl")
     t = p["train"]
     global_batch = t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
-    return {"samples_per_s": steady_rate(swift_step_times(rows), global_batch, cfg["warmup"]),
+    times = swift_step_times(rows)
+    return {"samples_per_s": steady_rate(times, global_batch, cfg["warmup"]),
+            "median_samples_per_s": median_rate(times, global_batch, cfg["warmup"]),
+            "step_s": [round(b - a, 3) for a, b in zip(times, times[1:])],
             "peak_gib": max((r["memory(GiB)"] for r in rows if "memory(GiB)" in r), default=None), "wall_s": wall,
             "losses": [{"step": int(r["global_step/max_steps"].split("/")[0]), "loss": r["loss"]}
                        for r in rows if "loss" in r],
@@ -340,6 +354,11 @@ def report(results: dict) -> str:
                      f"{r['wall_s']:.0f} |")
     lines += ["", "Tokens/s: training, all tokens of a sample; inference, generated tokens (`swift infer`: from "
               "the usage line it logs; it reports no GPU memory).", ""]
+    medians = {n: r["median_samples_per_s"] for n, r in parts.items() if r.get("median_samples_per_s")}
+    if medians:
+        lines += ["Training at the median step after warm-up, i.e. without one-time stalls (such as a new epoch's "
+                  "dataloader workers, or kernels compiled for a new sequence length) that a short window holds and "
+                  "a long run pays once: " + ", ".join(f"{n} {v:.1f}" for n, v in medians.items()) + " samples/s.", ""]
     split = {n: r for n, r in parts.items() if "processor_s" in r}
     for n, r in split.items():
         lines += [f"{n}: processor (CPU) {r['processor_s']:.1f} s, generate (GPU) {r['generate_s']:.1f} s "

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from bench import shapes
-from bench.speed import FULL, PARTS, SMOKE, batch_rate, bench_params, steady_rate, swift_step_times, swift_usage
+from bench.speed import (FULL, PARTS, SMOKE, batch_rate, bench_params, median_rate, steady_rate, swift_step_times,
+                         swift_usage)
 from stages.common import read_jsonl
 from stages.schema import validate
 from tests.conftest import ROOT
@@ -115,6 +116,16 @@ def test_steady_rate_leaves_out_the_warm_up_steps():
     assert steady_rate(times, 16, 1) == pytest.approx(16 * 3 / 12)
     assert steady_rate(times, 16, 2) == pytest.approx(16 * 2 / 2)
     assert steady_rate([5.0, 6.0], 4, 1) == pytest.approx(4.0)
+
+
+def test_median_rate_leaves_out_one_time_stalls():
+    # steps after one warm-up step take 1, 1, 4 (a stall), 1 s: the mean counts the stall, the median does not
+    times = [10.0, 11.0, 12.0, 16.0, 17.0]
+    assert steady_rate(times, 32, 1) == pytest.approx(32 * 4 / 7)
+    assert median_rate(times, 32, 1) == pytest.approx(32.0)
+    assert median_rate([0.0, 9.0, 11.0], 8, 2) == pytest.approx(4.0)   # the warm-up step (9 s) is left out
+    with pytest.raises(ValueError):
+        median_rate([0.0, 1.0], 8, 2)
 
 
 @pytest.mark.parametrize("n", [0, 1, 3])
