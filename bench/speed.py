@@ -215,8 +215,8 @@ def seeds_train(work: Path, cfg: dict, p: dict, logs: Path) -> dict:
                   "--work", str(work / "out/seeds")], with_repo(), work, logs / "seeds_train.log")
     r = json.loads(out.read_text())
     return {"samples_per_s": steady_rate(r["steps"], r["global_batch"], cfg["warmup"]),
-            "median_samples_per_s": median_rate(r["steps"], r["global_batch"], cfg["warmup"]), "peak_gib": r["peak_gib"],
-            "wall_s": wall, "losses": r["losses"], "global_batch": r["global_batch"]}
+            "median_samples_per_s": median_rate(r["steps"], r["global_batch"], cfg["warmup"]),
+            "peak_gib": r["peak_gib"], "wall_s": wall, "losses": r["losses"], "global_batch": r["global_batch"]}
 
 
 def timed_sft_argv(p: dict, name: str, steps: int) -> list[str]:
