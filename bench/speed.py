@@ -63,6 +63,14 @@ def median_rate(times: list[float], per_step: float, warmup: int) -> float:
     return per_step / statistics.median(steps)
 
 
+def train_rates(times: list[float], per_step: float, warmup: int) -> dict:
+    """A training part's figures from the wall-clock time at each step's end: the window's mean, the median
+    step, and every step's duration."""
+    return {"samples_per_s": steady_rate(times, per_step, warmup),
+            "median_samples_per_s": median_rate(times, per_step, warmup),
+            "step_s": [round(b - a, 3) for a, b in zip(times, times[1:])]}
+
+
 def batch_rate(times: list[float], sizes: list[int]) -> float:
     """Samples per second after the first batch. Batches differ in size: `swift infer` cuts the dataset into
     chunks of --write_batch_size (1000) before batching, so 1024 samples at batch 512 run as 512+488+24."""
@@ -214,9 +222,8 @@ def seeds_train(work: Path, cfg: dict, p: dict, logs: Path) -> dict:
                   "--out", str(out),
                   "--work", str(work / "out/seeds")], with_repo(), work, logs / "seeds_train.log")
     r = json.loads(out.read_text())
-    return {"samples_per_s": steady_rate(r["steps"], r["global_batch"], cfg["warmup"]),
-            "median_samples_per_s": median_rate(r["steps"], r["global_batch"], cfg["warmup"]),
-            "peak_gib": r["peak_gib"], "wall_s": wall, "losses": r["losses"], "global_batch": r["global_batch"]}
+    return {**train_rates(r["steps"], r["global_batch"], cfg["warmup"]), "peak_gib": r["peak_gib"], "wall_s": wall,
+            "losses": r["losses"], "global_batch": r["global_batch"]}
 
 
 def timed_sft_argv(p: dict, name: str, steps: int) -> list[str]:
@@ -231,10 +238,7 @@ def swift_train(work: Path, cfg: dict, p: dict, logs: Path, name: str, steps: in
     rows = read_jsonl(work / "out" / name / "logging.jsonl")
     t = p["train"]
     global_batch = t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
-    times = swift_step_times(rows)
-    return {"samples_per_s": steady_rate(times, global_batch, cfg["warmup"]),
-            "median_samples_per_s": median_rate(times, global_batch, cfg["warmup"]),
-            "step_s": [round(b - a, 3) for a, b in zip(times, times[1:])],
+    return {**train_rates(swift_step_times(rows), global_batch, cfg["warmup"]),
             "peak_gib": max((r["memory(GiB)"] for r in rows if "memory(GiB)" in r), default=None), "wall_s": wall,
             "losses": [{"step": int(r["global_step/max_steps"].split("/")[0]), "loss": r["loss"]}
                        for r in rows if "loss" in r],
