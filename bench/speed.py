@@ -397,18 +397,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", type=Path, default=ROOT / "params-gpu.yaml")
     ap.add_argument("--report", type=Path, help="write RESULTS.md beside this results.json and stop")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--gpu_steps", type=int, help="optimizer steps of each (b) run and its variants (full: 30)")
     a = ap.parse_args(argv)
     if a.report:
         (a.report.parent / "RESULTS.md").write_text(report(json.loads(a.report.read_text())), encoding="utf-8")
         return
-    cfg = dict(SMOKE if a.smoke else FULL)
+    cfg = dict(SMOKE if a.smoke else FULL, **({"gpu_steps": a.gpu_steps} if a.gpu_steps else {}))
     profile = read_yaml(a.profile) or {}
     logs = a.work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     command = ["python -m bench.speed", *(["--smoke"] if a.smoke else []),
                *([f"--parts {a.parts}"] if a.parts != ",".join(PARTS) else []),
-               *([f"--variants '{a.variants}'"] if a.variants != "{}" else [])]
+               *([f"--variants '{a.variants}'"] if a.variants != "{}" else []),
+               *([f"--gpu_steps {a.gpu_steps}"] if a.gpu_steps else [])]
     results = {"command": " ".join(command), "config": cfg,
                "date": time.strftime("%Y-%m-%d"), "versions": versions(), "matmul_tflops": matmul_tflops(), "parts": {}}
     t0 = time.perf_counter()
