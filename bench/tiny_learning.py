@@ -54,17 +54,25 @@ def fan_in_init(module, gain: float, seed: int) -> int:
     return n
 
 
-def encode(proc, prompt: str, img1, img2, answer: str) -> dict:
+VISION_KEYS = {False: ("pixel_values", "image_grid_thw"), True: ("pixel_values_videos", "video_grid_thw")}
+
+
+def encode(proc, prompt: str, img1, img2, answer: str, video: bool = False) -> dict:
     """One sample through the processor and chat template: ids, labels on the answer (and <|im_end|>), pixels,
-    and the positions of the direction token and of the distance's first digit."""
+    and the positions of the direction token and of the distance's first digit. `video`: the pair as one
+    two-frame clip, so that each of the ViT's temporal patches (2 frames x 16 x 16 px) holds both images."""
     import torch
     from PIL import Image
 
     tok = proc.tokenizer
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": prompt}]},
+    frames = [Image.fromarray(img1).convert("RGB"), Image.fromarray(img2).convert("RGB")]
+    vision = [{"type": "video"}] if video else [{"type": "image"}, {"type": "image"}]
+    messages = [{"role": "user", "content": [*vision, {"type": "text", "text": prompt}]},
                 {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
-    enc = proc(text=[proc.apply_chat_template(messages, tokenize=False)],
-               images=[Image.fromarray(img1).convert("RGB"), Image.fromarray(img2).convert("RGB")], return_tensors="pt")
+    text = [proc.apply_chat_template(messages, tokenize=False)]
+    enc = (proc(text=text, videos=[frames], do_sample_frames=False, return_tensors="pt",
+                video_metadata=[{"fps": 1.0, "total_num_frames": 2, "frames_indices": [0, 1]}]) if video
+           else proc(text=text, images=frames, return_tensors="pt"))
     ids, ans = enc["input_ids"][0], tok(answer, add_special_tokens=False)["input_ids"]
     start = next(s for s in range(len(ids) - len(ans), -1, -1) if ids[s:s + len(ans)].tolist() == ans)
     labels = torch.full_like(ids, -100)
@@ -73,12 +81,20 @@ def encode(proc, prompt: str, img1, img2, answer: str) -> dict:
     direction = json.loads(answer)["direction"]
     npos = dpos + len(tok(f"{direction}方向移动", add_special_tokens=False)["input_ids"])
     mm = enc.get("mm_token_type_ids")
-    return {"input_ids": ids, "labels": labels, "pixel_values": enc["pixel_values"],
-            "image_grid_thw": enc["image_grid_thw"], "mm_token_type_ids": None if mm is None else mm[0],
+    pixels, grid = VISION_KEYS[video]
+    return {"input_ids": ids, "labels": labels, "vision": {pixels: enc[pixels], grid: enc[grid]},
+            "mm_token_type_ids": None if mm is None else mm[0],
             "dpos": dpos, "npos": npos}
 
 
-def make_samples(proc, params: dict, size: int, n: int, seed: int, task: str) -> list[dict]:
+def pixel_bounds(proc, size: int) -> None:
+    """Keep `size` x `size` px images at their size (the processor's default bounds would upscale them); a video's
+    bounds count the pixels of all its frames (here 2)."""
+    proc.image_processor.size = {"shortest_edge": size * size, "longest_edge": size * size}
+    proc.video_processor.size = {"shortest_edge": 2 * size * size, "longest_edge": 2 * size * size}
+
+
+def make_samples(proc, params: dict, size: int, n: int, seed: int, task: str, video: bool = False) -> list[dict]:
     cfg = {**params["synth"], "image_size": size}
     rng, out = np.random.default_rng(seed), []
     for _ in range(n):
@@ -86,7 +102,7 @@ def make_samples(proc, params: dict, size: int, n: int, seed: int, task: str) ->
         direction, distance = label(task_label(task, img1, img2, d))
         answer = json.dumps({"analysis": analysis_text(direction, distance), "direction": direction,
                              "distance": distance}, ensure_ascii=False)
-        out.append(encode(proc, params["data"]["prompt"], img1, img2, answer))
+        out.append(encode(proc, params["data"]["prompt"], img1, img2, answer, video))
     return out
 
 
@@ -101,8 +117,8 @@ def collate(items: list[dict], pad_id: int, device: str) -> tuple[dict, "torch.T
         ids[i, :k], labels[i, :k], att[i, :k] = x["input_ids"], x["labels"], 1
         if x["mm_token_type_ids"] is not None:
             mm[i, :k] = x["mm_token_type_ids"]
-    kw = {"input_ids": ids, "attention_mask": att, "pixel_values": torch.cat([x["pixel_values"] for x in items]),
-          "image_grid_thw": torch.cat([x["image_grid_thw"] for x in items])}
+    kw = {"input_ids": ids, "attention_mask": att, **{k: torch.cat([x["vision"][k] for x in items])
+                                                        for k in items[0]["vision"]}}
     if items[0]["mm_token_type_ids"] is not None:
         kw["mm_token_type_ids"] = mm
     return {k: v.to(device) for k, v in kw.items()}, labels.to(device)
@@ -125,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha = 4 x rank)")
     ap.add_argument("--vit", action="store_true", help="LoRA on the vision tower too")
     ap.add_argument("--full", action="store_true", help="train every weight instead of LoRA")
+    ap.add_argument("--video", action="store_true", help="the pair as one two-frame video instead of two images")
     ap.add_argument("--lm_gain", type=float, default=0, help="fan_in_init of the language model; 0 = as built")
     ap.add_argument("--vit_gain", type=float, default=0, help="fan_in_init of the vision tower; 0 = as built")
     ap.add_argument("--eval_every", type=int, default=100, help="optimizer steps")
@@ -135,10 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(a.seed)
     params = load_params(PARAMS_FILE)
     proc = AutoProcessor.from_pretrained(a.model)
-    proc.image_processor.size = {"shortest_edge": a.size * a.size, "longest_edge": a.size * a.size}
+    pixel_bounds(proc, a.size)
     t0 = time.perf_counter()
-    train = make_samples(proc, params, a.size, a.n_train, 1000 + a.seed, a.task)
-    test = make_samples(proc, params, a.size, a.n_test, 99, a.task)
+    train = make_samples(proc, params, a.size, a.n_train, 1000 + a.seed, a.task, a.video)
+    test = make_samples(proc, params, a.size, a.n_test, 99, a.task, a.video)
     print(f"data: {a.n_train} + {a.n_test} samples in {time.perf_counter() - t0:.0f} s", flush=True)
 
     model = Qwen3VLForConditionalGeneration.from_pretrained(a.model, dtype=torch.float32)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.tiny_learning import fan_in_init, task_label
+from bench.tiny_learning import encode, fan_in_init, pixel_bounds, task_label
 from stages.tiny_qwen import build_tiny_qwen3_vl
 from tests.conftest import ROOT
 from tests.workspace import ENV
@@ -45,3 +45,26 @@ def test_short_run_writes_its_curve(tmp_path):
     assert [row["seen"] for row in rows] == [8, 16]
     assert all(0 <= row["direction"] <= 1 and 0 <= row["distance_digit"] <= 1 for row in rows)
     assert rows[1]["loss"] < rows[0]["loss"]     # two steps at lr 5e-3 already fit the answer's fixed text
+
+
+def test_video_encoding_puts_both_frames_in_each_patch(tmp_path):
+    """--video: one clip of 2 frames, whose temporal patch (2 x 3 x 16 x 16 values) holds both images, against two
+    images whose patches each repeat one image twice; the direction token's position is found either way."""
+    from transformers import AutoProcessor
+
+    build_tiny_qwen3_vl(tmp_path, seed=0)
+    proc = AutoProcessor.from_pretrained(tmp_path)
+    pixel_bounds(proc, 64)
+    rng = np.random.default_rng(0)
+    img1, img2 = (rng.integers(0, 256, (64, 64), dtype=np.uint8) for _ in range(2))
+    answer = json.dumps({"analysis": "电机应该向+方向移动3步。", "direction": "+", "distance": 3}, ensure_ascii=False)
+    video, images = (encode(proc, "请分析", img1, img2, answer, v) for v in (True, False))
+    assert video["vision"]["video_grid_thw"].tolist() == [[1, 4, 4]]
+    assert images["vision"]["image_grid_thw"].tolist() == [[1, 4, 4], [1, 4, 4]]
+    clip, pics = video["vision"]["pixel_values_videos"], images["vision"]["pixel_values"]
+    assert clip.shape == (16, 1536) and pics.shape == (32, 1536)
+    frames = clip.reshape(16, 3, 2, 256)           # (patch, channel, frame, pixel)
+    assert not torch.equal(frames[:, :, 0], frames[:, :, 1])
+    for x in (video, images):
+        tok = proc.tokenizer.decode(x["input_ids"][x["dpos"]])
+        assert tok == "+", tok
