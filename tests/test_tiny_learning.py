@@ -1,5 +1,6 @@
 """bench/tiny_learning.py, the recipe search of the tiny model: its control tasks label what they claim, its
 re-initialisation has the stated scale, and a short run on a freshly built tiny model writes its curve."""
+import copy
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.tiny_learning import encode, fan_in_init, pixel_bounds, task_label
+from bench.tiny_learning import encode, fan_in_init, generic_image, pixel_bounds, pretrain_vision, task_label
 from stages.tiny_qwen import build_tiny_qwen3_vl
 from tests.conftest import ROOT
 from tests.workspace import ENV
@@ -68,3 +69,28 @@ def test_video_encoding_puts_both_frames_in_each_patch(tmp_path):
     for x in (video, images):
         tok = proc.tokenizer.decode(x["input_ids"][x["dpos"]])
         assert tok == "+", tok
+
+
+def test_generic_image_blur_target_matches_the_image():
+    """The pretraining's target is the blur actually applied: a larger log(sigma) means less fine detail."""
+    rng = np.random.default_rng(0)
+    images = [generic_image(rng, 64) for _ in range(64)]
+    assert all(x.shape == (64, 64) and x.dtype == np.uint8 for x, _ in images)
+    log_sigma = np.array([t[0] for _, t in images])
+    assert np.log(0.3) <= log_sigma.min() and log_sigma.max() <= np.log(8)
+    detail = np.array([np.abs(np.diff(x.astype(float), axis=1)).mean() for x, _ in images])
+    assert np.corrcoef(log_sigma, np.log(detail + 1e-3))[0, 1] < -0.5
+
+
+def test_pretrain_vision_trains_the_vision_tower_only(tmp_path):
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+    build_tiny_qwen3_vl(tmp_path, seed=0)
+    proc = AutoProcessor.from_pretrained(tmp_path)
+    pixel_bounds(proc, 64)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tmp_path)
+    vit, lm = (copy.deepcopy(m.state_dict()) for m in (model.model.visual, model.model.language_model))
+    r2 = pretrain_vision(model, proc, steps=3, device="cpu", seed=0, n_images=32, bs=8)
+    assert set(r2) == {"log_sigma", "mean"} and all(v <= 1 for v in r2.values())
+    assert not torch.equal(vit["patch_embed.proj.weight"], model.model.visual.state_dict()["patch_embed.proj.weight"])
+    assert all(torch.equal(v, model.model.language_model.state_dict()[k]) for k, v in lm.items())
