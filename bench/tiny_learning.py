@@ -24,6 +24,7 @@ import numpy as np
 
 from stages.common import PARAMS_FILE, ROOT, load_params
 from stages.generate import analysis_text, label, sample
+from stages.tiny_vision import fan_in_init, pretrain_vision
 
 PREFIX = '{"analysis": "电机应该向'   # the answer up to its first decision token
 LM_TARGETS = r"^model\.language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
@@ -37,21 +38,6 @@ def task_label(task: str, img1: np.ndarray, img2: np.ndarray, d: int) -> int:
     hit = {"bright": lambda: img1.mean() > 60, "bright2": lambda: img2.mean() > img1.mean(),
            "sharp1": lambda: abs(d) <= 5}[task]()
     return 1 if hit else -1
-
-
-def fan_in_init(module, gain: float, seed: int) -> int:
-    """Redraw every 2-D weight but embeddings as N(0, gain^2 / fan_in), the scale of a trained model's
-    layers. At Qwen's 0.02 a 64-wide model is close to the identity: the hidden state at the answer then
-    moves by 0.2 % between images and no task here is learned. Returns how many tensors were redrawn."""
-    import torch
-
-    g, n = torch.Generator().manual_seed(seed), 0
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.dim() == 2 and "embed" not in name:
-                p.copy_(torch.randn(p.shape, generator=g) * gain / p.shape[1] ** 0.5)
-                n += 1
-    return n
 
 
 VISION_KEYS = {False: ("pixel_values", "image_grid_thw"), True: ("pixel_values_videos", "video_grid_thw")}
@@ -85,74 +71,6 @@ def encode(proc, prompt: str, img1, img2, answer: str, video: bool = False) -> d
     return {"input_ids": ids, "labels": labels, "vision": {pixels: enc[pixels], grid: enc[grid]},
             "mm_token_type_ids": None if mm is None else mm[0],
             "dpos": dpos, "npos": npos}
-
-
-def generic_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[float]]:
-    """A generic scene, not the microscope generator's specimen: discs, bars and strokes over a textured
-    background, then a random Gaussian blur (sigma 0.3-8 px), exposure and noise. Returns the 8-bit image and
-    what a pretrained vision tower is asked to see in it: log(blur sigma) and the mean brightness."""
-    from scipy.ndimage import gaussian_filter
-
-    img = rng.uniform(0.1, 0.6) + rng.uniform(0.02, 0.15) * gaussian_filter(rng.normal(size=(size, size)),
-                                                                            rng.uniform(0.5, 6))
-    yy, xx = np.mgrid[0:size, 0:size]
-    for _ in range(rng.integers(3, 16)):
-        cx, cy = rng.uniform(0, size, 2)
-        shape = rng.integers(3)
-        if shape == 0:
-            mask = np.hypot(xx - cx, yy - cy) < rng.uniform(1, 12)
-        elif shape == 1:
-            mask = (abs(xx - cx) < rng.uniform(1, 12)) & (abs(yy - cy) < rng.uniform(1, 12))
-        else:
-            t = rng.uniform(0, np.pi)
-            mask = abs((xx - cx) * np.sin(t) - (yy - cy) * np.cos(t)) < rng.uniform(0.5, 2.5)
-        img[mask] += rng.uniform(-0.4, 0.4)
-    sigma = float(np.exp(rng.uniform(np.log(0.3), np.log(8))))
-    img = gaussian_filter(img, sigma) * rng.uniform(0.7, 1.3) + rng.normal(0, rng.uniform(0.005, 0.03), img.shape)
-    img = np.clip(img, 0, 1)
-    return np.round(img * 255).astype(np.uint8), [float(np.log(sigma)), float(img.mean())]
-
-
-def pretrain_vision(model, proc, steps: int, device: str, seed: int, size: int = 64, n_images: int = 16384,
-                    bs: int = 64) -> dict:
-    """Train the vision tower and its merger, through a linear head on the mean of an image's tokens, to read
-    blur and brightness from generic scenes (`generic_image`): a stand-in for the pretraining that gives a real
-    Qwen3-VL's vision tower its sense of blur. Returns the held-out R^2 of each target."""
-    import torch
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    pairs = [generic_image(rng, size) for _ in range(n_images + 512)]
-    enc = proc.image_processor(images=[Image.fromarray(x).convert("RGB") for x, _ in pairs], return_tensors="pt")
-    per = enc["pixel_values"].shape[0] // len(pairs)
-    pixels = enc["pixel_values"].reshape(len(pairs), per, -1)
-    grid = enc["image_grid_thw"][:1]
-    y = torch.tensor([t for _, t in pairs], dtype=torch.float32)
-    y = (y - y.mean(0)) / y.std(0)
-    visual = model.model.visual.to(device)
-    head = torch.nn.Linear(visual.config.out_hidden_size, y.shape[1]).to(device)
-    params = [*visual.parameters(), *head.parameters()]
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
-
-    def predict(idx):
-        out = model.model.get_image_features(pixels[idx].reshape(-1, pixels.shape[-1]).to(device),
-                                             grid.repeat(len(idx), 1).to(device)).pooler_output
-        return head(torch.stack(out).mean(1))
-
-    gen = torch.Generator().manual_seed(seed)
-    for step in range(steps):
-        idx = torch.randint(0, n_images, (bs,), generator=gen)
-        loss = torch.nn.functional.mse_loss(predict(idx), y[idx].to(device))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    with torch.no_grad():
-        test = torch.arange(n_images, n_images + 512)
-        err = ((predict(test).cpu() - y[test]) ** 2).mean(0)
-    r2 = {name: round(1 - e.item() / y[test, i].var().item(), 3)
-          for i, (name, e) in enumerate(zip(("log_sigma", "mean"), err))}
-    print(f"pretrained vision tower: {steps} steps, held-out R^2 {r2}", flush=True)
-    return r2
 
 
 def pixel_bounds(proc, size: int) -> None:
@@ -232,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     for module, gain, seed in ((model.model.language_model, a.lm_gain, 321), (model.model.visual, a.vit_gain, 322)):
         if gain:
             fan_in_init(module, gain, seed)
-    pretrained = pretrain_vision(model, proc, a.pretrain_vit, a.device, a.seed, a.size) if a.pretrain_vit else None
+    pretrained = (pretrain_vision(model, proc.image_processor, a.pretrain_vit, a.seed, a.device, a.size)
+                  if a.pretrain_vit else None)
     if a.full:
         model.requires_grad_(True)
     else:

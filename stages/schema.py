@@ -22,6 +22,8 @@ class Builtin(Section):
     num_hidden_layers: int = Field(2, gt=0)
     vision_depth: int = Field(2, gt=0)
     vision_hidden_size: int = Field(64, gt=0, multiple_of=8)
+    init: Literal["qwen", "fan_in"] = "qwen"
+    pretrain_vision_steps: int = Field(0, ge=0)
 
 
 class Model(Section):

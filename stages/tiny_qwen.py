@@ -15,6 +15,8 @@ import json
 import logging
 from pathlib import Path
 
+from stages.tiny_vision import fan_in_init, pretrain_vision
+
 log = logging.getLogger(__name__)
 
 # 151,936 = Qwen's embedding rows; kept so the image/video token ids that ms-swift's Qwen-VL
@@ -140,7 +142,7 @@ def _shape_embeddings(embedding, vocab: dict[str, int], std: float, generator) -
 
 
 def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: dict, embed_std: float,
-          dtype: str = "float32", device: str = "cpu") -> None:
+          dtype: str = "float32", device: str = "cpu", init: str = "qwen", pretrain_vision_steps: int = 0) -> None:
     """Seeded init and save: weights first (float32 for CPU training; the benchmark's 2 B-parameter
     shape is initialised on the GPU and saved in bfloat16), then tokenizer/processor."""
     import torch
@@ -156,6 +158,11 @@ def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: di
         c.dtype = dtype
     _shape_embeddings(model.get_input_embeddings().weight, processor.tokenizer.get_vocab(), embed_std,
                       torch.Generator(device).manual_seed(seed))
+    if init == "fan_in":
+        fan_in_init(model.model.language_model, 1.0, seed + 1)
+        fan_in_init(model.model.visual, 1.0, seed + 2)
+    if pretrain_vision_steps:
+        pretrain_vision(model, processor.image_processor, pretrain_vision_steps, seed, device)
     model.generation_config = GenerationConfig(bos_token_id=151_643, pad_token_id=151_643,
                                                eos_token_id=[151_645, 151_643], **generation)
     model.save_pretrained(out_dir)
@@ -168,7 +175,8 @@ def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
                         num_attention_heads: int = 4, num_key_value_heads: int = 2, intermediate_size: int = 128,
                         vision_depth: int = 2, vision_hidden_size: int = 64, vision_num_heads: int = 4,
                         vision_intermediate_size: int = 128, deepstack_visual_indexes: list[int] | None = None,
-                        embed_std: float = EMBED_STD, dtype: str = "float32", device: str = "cpu") -> None:
+                        embed_std: float = EMBED_STD, dtype: str = "float32", device: str = "cpu", init: str = "qwen",
+                        pretrain_vision_steps: int = 0) -> None:
     """Write a complete Qwen3-VL model directory (float32 weights, tokenizer, processor, chat
     template) into the existing, empty `out_dir`; same seed -> byte-identical files.
 
@@ -199,13 +207,15 @@ def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
         tokenizer=build_tokenizer(), chat_template=CHAT_TEMPLATE)
     # Qwen3-VL-Instruct's released sampling defaults; the pipeline overrides them (temperature 0).
     _save(out_dir, seed, Qwen3VLForConditionalGeneration, config, processor,
-          dict(do_sample=True, top_k=20, top_p=0.8, temperature=0.7, repetition_penalty=1.0), embed_std, dtype, device)
+          dict(do_sample=True, top_k=20, top_p=0.8, temperature=0.7, repetition_penalty=1.0), embed_std, dtype, device,
+          init, pretrain_vision_steps)
 
 
 def build_tiny_qwen2_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_hidden_layers: int = 2,
                         num_attention_heads: int = 4, num_key_value_heads: int = 2, intermediate_size: int = 128,
                         vision_depth: int = 2, vision_hidden_size: int = 64, vision_num_heads: int = 4,
-                        vision_intermediate_size: int = 128, embed_std: float = EMBED_STD) -> None:
+                        vision_intermediate_size: int = 128, embed_std: float = EMBED_STD, init: str = "qwen",
+                        pretrain_vision_steps: int = 0) -> None:
     """The same for Qwen2-VL (Qwen2-VL-2B-Instruct shrunk: patch 14, 1-D-sectioned M-RoPE, CLIP
     normalisation, no deepstack); ms-swift needs `--model_type qwen2_vl --template qwen2_vl`."""
     from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
@@ -228,7 +238,8 @@ def build_tiny_qwen2_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_
         chat_template=QWEN2_VL_CHAT_TEMPLATE)
     # Qwen2-VL-Instruct's released defaults: sampling in name only (top_k 1), i.e. greedy.
     _save(out_dir, seed, Qwen2VLForConditionalGeneration, config, processor,
-          dict(do_sample=True, top_k=1, top_p=0.001, temperature=0.01, repetition_penalty=1.0), embed_std)
+          dict(do_sample=True, top_k=1, top_p=0.001, temperature=0.01, repetition_penalty=1.0), embed_std,
+          init=init, pretrain_vision_steps=pretrain_vision_steps)
 
 
 # Qwen2-VL-Instruct's chat template, byte for byte as Qwen ships it (one line, default system prompt).

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.tiny_learning import encode, fan_in_init, generic_image, pixel_bounds, pretrain_vision, task_label
+from bench.tiny_learning import encode, pixel_bounds, task_label
+from stages.tiny_vision import fan_in_init, generic_image, pretrain_vision
 from stages.tiny_qwen import build_tiny_qwen3_vl
 from tests.conftest import ROOT
 from tests.workspace import ENV
@@ -87,10 +88,9 @@ def test_pretrain_vision_trains_the_vision_tower_only(tmp_path):
 
     build_tiny_qwen3_vl(tmp_path, seed=0)
     proc = AutoProcessor.from_pretrained(tmp_path)
-    pixel_bounds(proc, 64)
     model = Qwen3VLForConditionalGeneration.from_pretrained(tmp_path)
     vit, lm = (copy.deepcopy(m.state_dict()) for m in (model.model.visual, model.model.language_model))
-    r2 = pretrain_vision(model, proc, steps=3, device="cpu", seed=0, n_images=32, bs=8)
+    r2 = pretrain_vision(model, proc.image_processor, steps=3, seed=0, n_images=32, bs=8)
     assert set(r2) == {"log_sigma", "mean"} and all(v <= 1 for v in r2.values())
     assert not torch.equal(vit["patch_embed.proj.weight"], model.model.visual.state_dict()["patch_embed.proj.weight"])
     assert all(torch.equal(v, model.model.language_model.state_dict()[k]) for k, v in lm.items())
