@@ -104,8 +104,9 @@ def bench_params(profile: dict, cfg: dict, slow: bool) -> dict:
     global_batch = t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
     fixed = {"model": {"image_max_token_num": patches // (shapes.MERGE ** 2)},
              "lora": {"rank": 64, "alpha": 128, "target_modules": ["all-linear"]},
-             "train": {"freeze_vit": True, "freeze_aligner": True, "learning_rate": 1e-4, "warmup_ratio": 0.0,
-                       "lr_scheduler_type": "constant", "logging_steps": 1, "resume": False, "quant_bits": 0}}
+             "train": {"tuner_type": "lora", "freeze_vit": True, "freeze_aligner": True, "learning_rate": 1e-4,
+                       "warmup_ratio": 0.0, "lr_scheduler_type": "constant", "logging_steps": 1, "resume": False,
+                       "quant_bits": 0}}
     if cfg["shape"] == "tiny":   # a CPU: no bf16, no Triton kernels
         fixed["train"].update(torch_dtype="float32", use_liger_kernel=False, dataloader_num_workers=0)
     if slow:

@@ -13,8 +13,15 @@ def opts(argv):
     return {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
 
 
-def test_sft_argv_maps_every_knob():
+def lora_params() -> dict:
+    """The train stage's params with LoRA (the embedded default trains the tiny model in full)."""
     p = stage_params("train")
+    p["train"]["tuner_type"] = "lora"
+    return p
+
+
+def test_sft_argv_maps_every_knob():
+    p = lora_params()
     p["lora"].update(rank=32, target_modules=["q_proj", "v_proj"])
     p["train"]["freeze_vit"] = False
     argv = sft_argv(p, "models/checkpoints")
@@ -33,7 +40,7 @@ def test_sft_argv_maps_every_knob():
 
 
 def test_sft_argv_variants():
-    p = stage_params("train")
+    p = lora_params()
     p["lora"].update(use_dora=True, use_rslora=True, modules_to_save=["visual", "lm_head"], dtype="bfloat16")
     p["train"].update(quant_bits=4, vit_lr=1.0e-5, aligner_lr=2.0e-5, early_stop_interval=3, report_to="tensorboard")
     argv = sft_argv(p, "out")
@@ -95,7 +102,7 @@ def test_infer_argv_base_has_no_adapter_and_is_greedy():
 
 
 def test_values_with_spaces_and_semicolons_pass_literally():
-    p = stage_params("train")
+    p = lora_params()
     p["lora"]["target_modules"] = ["a b; rm -rf /"]
     assert "a b; rm -rf /" in sft_argv(p, "out")
 

@@ -28,7 +28,7 @@ def test_exponent_without_a_dot_is_a_float(tmp_path):
     YAML 1.2 and DVC, not the string PyYAML's YAML 1.1 rules make of it."""
     from stages.common import PARAMS_FILE, load_params
 
-    text = PARAMS_FILE.read_text(encoding="utf-8").replace("learning_rate: 5.0e-3", "learning_rate: 3e-05")
+    text = PARAMS_FILE.read_text(encoding="utf-8").replace("learning_rate: 1.0e-3", "learning_rate: 3e-05")
     assert "learning_rate: 3e-05" in text
     (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
     assert load_params(tmp_path / "params.yaml")["train"]["learning_rate"] == 3e-05

@@ -31,7 +31,7 @@ def reproduced(repo) -> Path:
 
 def test_repro_outputs_and_metrics(reproduced):
     repo = reproduced
-    for f in ("models/base/config.json", "models/adapter/adapter_model.safetensors", "data/raw/labels.csv",
+    for f in ("models/base/config.json", "models/adapter/model.safetensors", "data/raw/labels.csv",
               "data/dataset/train.jsonl", "data/predictions/base.jsonl", "data/predictions/finetuned.jsonl",
               "metrics/train.json", "metrics/plots/train_loss.csv"):
         assert (repo / f).is_file(), f
@@ -61,9 +61,8 @@ def test_predict_and_merge_commands(reproduced):
     out = sh("python", "-m", "stages.predict", *row["images"], cwd=repo).stdout
     answer = json.loads(out)                                         # stdout is the answer alone
     assert answer["parse_status"] in {"ok", "repaired", "failed"} and answer["response"]
-    sh("python", "-m", "stages.merge", cwd=repo)
-    assert (repo / "models/merged/model.safetensors").is_file() and (repo / "models/merged/config.json").is_file()
-    assert "models/merged" not in sh("git", "status", "--porcelain", cwd=repo).stdout
+    refused = sh("python", "-m", "stages.merge", cwd=repo, check=False)   # the default trains in full: no adapter
+    assert refused.returncode != 0 and "already is the whole model" in refused.stdout + refused.stderr
 
 
 def test_what_reruns_after_a_param_change(reproduced):
@@ -87,9 +86,14 @@ def test_what_reruns_after_a_param_change(reproduced):
 
 
 def test_experiment_reruns_train_onwards_only(reproduced):
+    """A LoRA experiment reruns training onwards only; its adapter then merges into a whole model."""
     repo = reproduced
-    out = sh("dvc", "exp", "run", "-S", "lora.rank=16", "-n", "rank16", cwd=repo).stdout
+    out = sh("dvc", "exp", "run", "-S", "train.tuner_type=lora", "-S", "lora.rank=16", "-n", "rank16", cwd=repo).stdout
     assert set(ran(out)) == {"check_params", "train", "infer_finetuned", "score@finetuned"}
+    assert (repo / "models/adapter/adapter_model.safetensors").is_file()
+    sh("python", "-m", "stages.merge", cwd=repo)
+    assert (repo / "models/merged/model.safetensors").is_file() and (repo / "models/merged/config.json").is_file()
+    assert "models/merged" not in sh("git", "status", "--porcelain", cwd=repo).stdout
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
     text = json.dumps(shown)
     assert "rank16" in text and '"rank": 16' in text.replace(" ", "").replace('"rank":16', '"rank": 16')
@@ -121,8 +125,9 @@ def test_push_then_pull_on_another_clone_restores_results(reproduced, tmp_path):
     sh("dvc", "push", cwd=repo)
     sh("git", "clone", "-q", str(repo), str(other), cwd=tmp_path)
     sh("dvc", "pull", cwd=other)
-    for f in ("data/raw/labels.csv", "data/dataset/test.jsonl", "models/adapter/adapter_model.safetensors",
-              "data/predictions/finetuned.jsonl", "metrics/finetuned.json"):
+    for f in ("data/raw/labels.csv", "data/dataset/test.jsonl", *(str(p.relative_to(repo)) for p in
+              (repo / "models/adapter").glob("*.safetensors")), "data/predictions/finetuned.jsonl",
+              "metrics/finetuned.json"):
         assert (other / f).read_bytes() == (repo / f).read_bytes(), f
     assert not (other / "models/base").exists()
     out = sh("dvc", "repro", cwd=other).stdout

@@ -21,9 +21,13 @@ def workspace(tmp_path_factory):
     return work
 
 
+# The LoRA variants start from LoRA: the embedded default trains the tiny model in full.
+LORA = {"train": {"tuner_type": "lora", "per_device_train_batch_size": 2, "logging_steps": 1}}
+
+
 def train(work, name: str, overrides: dict):
-    """Two optimizer steps of the train stage's command line with `overrides`; the checkpoint it saved."""
-    p = merge(load_params(), merge({"train": {"per_device_train_batch_size": 2, "logging_steps": 1}}, overrides))
+    """Two optimizer steps of the train stage's command line (LoRA) with `overrides`; the checkpoint it saved."""
+    p = merge(load_params(), merge(LORA, overrides))
     argv = sft_argv(p, f"out/{name}") + ["--max_steps", "2", "--save_steps", "2", "--eval_strategy", "no"]
     done = subprocess.run(argv, cwd=work, env={**os.environ, **launch_env(p)}, capture_output=True, text=True,
                           timeout=600)
@@ -66,7 +70,7 @@ def test_full_fine_tuning_saves_a_whole_model(workspace):
 def test_early_stopping_stops_when_eval_loss_stops_improving(workspace):
     """early_stop_interval 1 with an eval every step and a learning rate that makes training diverge: ms-swift
     stops at the first eval that is not better, long before max_steps."""
-    p = merge(load_params(), {"train": {"per_device_train_batch_size": 2, "logging_steps": 1, "eval_steps": 1,
+    p = merge(load_params(), {"train": {**LORA["train"], "eval_steps": 1,
                                         "early_stop_interval": 1, "learning_rate": 0.9, "lr_scheduler_type": "constant",
                                         "warmup_ratio": 0.0}})
     argv = sft_argv(p, "out/early") + ["--max_steps", "30"]
