@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha = 4 x rank)")
     ap.add_argument("--vit", action="store_true", help="LoRA on the vision tower too")
     ap.add_argument("--full", action="store_true", help="train every weight instead of LoRA")
+    ap.add_argument("--freeze_embed", action="store_true", help="with --full: keep the (tied) embedding and output "
+                    "layer as built, as `train.freeze_parameters: [model.language_model.embed_tokens]` does")
     ap.add_argument("--pretrain_vit", type=int, default=0, help="steps of generic blur/brightness pretraining "
                     "of the vision tower before the fine-tune (pretrain_vision); 0 = none")
     ap.add_argument("--video", action="store_true", help="the pair as one two-frame video instead of two images")
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                   if a.pretrain_vit else None)
     if a.full:
         model.requires_grad_(True)
+        model.model.language_model.embed_tokens.requires_grad_(not a.freeze_embed)
     else:
         targets = f"({LM_TARGETS})|({VIT_TARGETS})" if a.vit else LM_TARGETS
         model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=4 * a.rank, lora_dropout=0.0,

@@ -113,6 +113,7 @@ class Lora(Section):
 class Train(Section):
     freeze_vit: bool
     freeze_aligner: bool
+    freeze_parameters: list[str] = []
     num_train_epochs: float = Field(gt=0)
     learning_rate: float = Field(gt=0, lt=1)
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"]

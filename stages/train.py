@@ -42,6 +42,8 @@ def sft_argv(p: dict, output_dir: str) -> list[str]:
             argv += ["--modules_to_save", *lora["modules_to_save"]]
         if lora["dtype"]:
             argv += ["--lora_dtype", lora["dtype"]]
+    if t["tuner_type"] == "full" and t["freeze_parameters"]:   # ms-swift reads it only when training in full
+        argv += ["--freeze_parameters", *t["freeze_parameters"]]
     if t["quant_bits"]:
         argv += ["--quant_method", "bnb", "--quant_bits", flag(t["quant_bits"])]
     for key in ("vit_lr", "aligner_lr"):
