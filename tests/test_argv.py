@@ -32,7 +32,8 @@ def test_sft_argv_maps_every_knob():
     assert o["--learning_rate"] == str(p["train"]["learning_rate"])
     assert o["--add_version"] == "false" and o["--check_model"] == "false"
     assert o["--output_dir"] == "models/checkpoints"
-    conditional = {"vit_lr", "aligner_lr", "quant_bits", "early_stop_interval", "resume", "nproc_per_node", "deepspeed"}
+    conditional = {"vit_lr", "aligner_lr", "quant_bits", "early_stop_interval", "resume", "nproc_per_node", "deepspeed",
+                   "freeze_parameters"}
     for key in set(p["train"]) - conditional:
         assert f"--{key}" in o, key
     assert not {f"--{k}" for k in conditional} & set(o)
@@ -53,6 +54,19 @@ def test_sft_argv_variants():
     p["train"].update(tuner_type="full", quant_bits=0)
     full = opts(sft_argv(p, "out"))
     assert full["--tuner_type"] == "full" and "--lora_rank" not in full
+
+
+def test_freeze_parameters_reach_a_full_fine_tune_only():
+    p = stage_params("train")
+    p["train"].update(tuner_type="full", freeze_parameters=["model.language_model.embed_tokens", "model.visual.merger"])
+    argv = sft_argv(p, "out")
+    i = argv.index("--freeze_parameters")
+    assert argv[i + 1:i + 3] == ["model.language_model.embed_tokens", "model.visual.merger"]
+    assert argv[i + 3].startswith("--")
+    p["train"]["tuner_type"] = "lora"      # ms-swift ignores it with LoRA: not passed, so args.json does not mislead
+    assert "--freeze_parameters" not in sft_argv(p, "out")
+    p["train"].update(tuner_type="full", freeze_parameters=[])
+    assert "--freeze_parameters" not in sft_argv(p, "out")
 
 
 def test_gpu_only_features_on_a_cpu_are_refused_before_starting():

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from tests.workspace import clone, commit, ran, set_params, sh
 from tests.workspace import stale as would_run
@@ -45,6 +47,21 @@ def test_repro_outputs_and_metrics(reproduced):
     assert all(not os.path.isabs(p) for r in rows for p in r["images"])
     shown = sh("dvc", "metrics", "show", cwd=repo).stdout
     assert "metrics/base.json" in shown and "metrics/finetuned.json" in shown
+
+
+def test_frozen_parameters_come_out_as_built(reproduced):
+    """train.freeze_parameters (the default: the embedding and its tied output layer) and freeze_vit /
+    freeze_aligner reach ms-swift: those weights are the base model's, bit for bit; the language model's moved."""
+    from safetensors.torch import load_file
+
+    base, tuned = (load_file(reproduced / d / "model.safetensors") for d in ("models/base", "models/adapter"))
+    (prefix,) = yaml.safe_load((reproduced / "params.yaml").read_text())["train"]["freeze_parameters"]
+    frozen = [k for k in base if k.startswith(prefix)]
+    assert frozen and all(torch.equal(base[k], tuned[k]) for k in frozen)
+    vision = [k for k in base if k.startswith("model.visual.")]          # train.freeze_vit, freeze_aligner: true
+    assert vision and all(torch.equal(base[k], tuned[k]) for k in vision)
+    layer = "model.language_model.layers.0.mlp.down_proj.weight"
+    assert not torch.equal(base[layer], tuned[layer])
 
 
 def test_second_repro_is_a_fast_no_op(reproduced):
