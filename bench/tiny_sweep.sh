@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The recipe sweeps behind the embedded default (issue 5), on one GPU: build the default tiny model for
-# seeds 42, 1 and 2 as the `model` stage does (fan-in weights, vision tower pretrained 1,500 steps, on the
-# CPU), then fine-tune every weight with bench/tiny_learning.py at the CPU's budget of 7,200 sample passes
+# seeds 42, 1 and 2 with the `model` stage's own code and params.yaml's model section (on the CPU), then fine-tune every weight with bench/tiny_learning.py at the CPU's budget of 7,200 sample passes
 # (2,400 pairs x 3 epochs unless a line says otherwise), one process per line of the sweep, ten at a time.
 # One JSON line per evaluation into $OUT/sweep.jsonl.
 #     OUT=/tmp/sweep bash bench/tiny_sweep.sh 1|2
@@ -28,8 +27,9 @@ jobs() {
 
 for s in 42 1 2; do
   [ -f /tmp/tiny_m$s/config.json ] || OMP_NUM_THREADS=5 python -c "from pathlib import Path
-from stages.tiny_qwen import build_tiny_qwen3_vl as build
-p = Path('/tmp/tiny_m$s'); p.mkdir(exist_ok=True); build(p, $s, init='fan_in', pretrain_vision_steps=1500)" &
+from stages.common import load_params
+from stages.model import obtain
+p = Path('/tmp/tiny_m$s'); p.mkdir(exist_ok=True); obtain(load_params()['model'], $s, p)" &
 done
 wait
 jobs "$1" | sed -E 's/--seed ([0-9]+)/--model \/tmp\/tiny_m\1 --seed \1 --n_train 2400 --epochs 3/' |
