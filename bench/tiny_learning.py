@@ -110,6 +110,37 @@ def collate(items: list[dict], pad_id: int, device: str) -> tuple[dict, "torch.T
     return {k: v.to(device) for k, v in kw.items()}, labels.to(device)
 
 
+def encode_split(proc, jsonl: Path, prompt: str) -> list[dict]:
+    """A split the build stage wrote (`data/dataset/test.jsonl`), encoded as `make_samples` encodes its pairs; image
+    paths are relative to the directory holding `data/`."""
+    from PIL import Image
+
+    base, out = jsonl.parent.parent.parent, []
+    with open(jsonl, encoding="utf-8") as f:
+        for row in map(json.loads, f):
+            img1, img2 = (np.array(Image.open(base / path)) for path in row["images"])
+            out.append(encode(proc, prompt, img1, img2, row["messages"][-1]["content"]))
+    return out
+
+
+def teacher_forced(model, items: list[dict], pad_id: int, device: str) -> tuple[float, float]:
+    """Share of `items` whose direction token, and whose distance's first digit, is the model's top choice given
+    the reference answer before it. The answer's text before the direction is fixed, so for the direction this is
+    also greedy decoding's answer."""
+    import torch
+
+    hits = np.zeros(2)
+    with torch.no_grad():
+        for i in range(0, len(items), 32):
+            batch = items[i:i + 32]
+            kw, _ = collate(batch, pad_id, device)
+            h = model.model(**kw).last_hidden_state
+            for j, x in enumerate(batch):
+                for k, pos in enumerate((x["dpos"], x["npos"])):
+                    hits[k] += model.lm_head(h[j, pos - 1]).argmax().item() == x["input_ids"][pos].item()
+    return tuple(hits / len(items))
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -173,17 +204,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def evaluate() -> tuple[float, float]:
         model.eval()
-        hits = np.zeros(2)
-        with torch.no_grad():
-            for i in range(0, len(test), 32):
-                items = test[i:i + 32]
-                kw, _ = collate(items, pad, a.device)
-                h = inner.model(**kw).last_hidden_state
-                for j, x in enumerate(items):
-                    for k, pos in enumerate((x["dpos"], x["npos"])):
-                        hits[k] += inner.lm_head(h[j, pos - 1]).argmax().item() == x["input_ids"][pos].item()
+        result = teacher_forced(inner, test, pad, a.device)
         model.train()
-        return tuple(hits / len(test))
+        return result
 
     order = np.concatenate([np.random.default_rng(a.seed).permutation(a.n_train)
                             for _ in range(int(np.ceil(a.epochs)))])
