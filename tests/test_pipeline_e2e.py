@@ -50,16 +50,19 @@ def test_repro_outputs_and_metrics(reproduced):
 
 
 def test_frozen_parameters_come_out_as_built(reproduced):
-    """train.freeze_parameters (the default: the embedding and its tied output layer) and freeze_vit /
-    freeze_aligner reach ms-swift: those weights are the base model's, bit for bit; the language model's moved."""
+    """train.freeze_parameters (the default: the embedding and its tied output layer) reaches ms-swift: those
+    weights are the base model's, bit for bit; so do freeze_vit and freeze_aligner (the default: false, so the
+    vision blocks and the merger moved, as did the language model's layers)."""
     from safetensors.torch import load_file
 
     base, tuned = (load_file(reproduced / d / "model.safetensors") for d in ("models/base", "models/adapter"))
-    (prefix,) = yaml.safe_load((reproduced / "params.yaml").read_text())["train"]["freeze_parameters"]
+    train = yaml.safe_load((reproduced / "params.yaml").read_text())["train"]
+    (prefix,) = train["freeze_parameters"]
     frozen = [k for k in base if k.startswith(prefix)]
     assert frozen and all(torch.equal(base[k], tuned[k]) for k in frozen)
-    vision = [k for k in base if k.startswith("model.visual.")]          # train.freeze_vit, freeze_aligner: true
-    assert vision and all(torch.equal(base[k], tuned[k]) for k in vision)
+    for part, kept in (("model.visual.blocks.", train["freeze_vit"]), ("model.visual.merger.", train["freeze_aligner"])):
+        keys = [k for k in base if k.startswith(part)]
+        assert keys and all(torch.equal(base[k], tuned[k]) for k in keys) == kept, part
     layer = "model.language_model.layers.0.mlp.down_proj.weight"
     assert not torch.equal(base[layer], tuned[layer])
 
