@@ -187,8 +187,9 @@ def test_training_resumes_after_kill_9(repo, reliability):
     set_params(repo, **{"train.resume": True, "train.num_train_epochs": 2, "lora.rank": 6})
     kill_during(repo, "stages.train", "models/checkpoints/checkpoint-*/trainer_state.json")
     reliability.fault()
+    left = sorted(str(f.relative_to(repo)) for f in (repo / "models/checkpoints").glob("*/trainer_state.json"))
     r = sh("dvc", "repro", cwd=repo)
-    assert "resuming the interrupted run from checkpoint-" in r.stdout + r.stderr
+    assert "resuming the interrupted run from checkpoint-" in r.stdout + r.stderr, (left, r.stderr[-3000:])
     resumed = json.loads((repo / "metrics/train.json").read_text())
     subprocess.run(["rm", "-rf", str(repo / "models/checkpoints")], check=True)
     sh("dvc", "repro", "--force", "train", cwd=repo)               # the same run, uninterrupted
