@@ -48,8 +48,29 @@ def kill_during(repo: Path, module: str, fault_point: str) -> None:
     matching `fault_point`, kill -9 the whole process group."""
     start = time.time()
 
+    def running() -> bool:
+        # A process that exits between being listed and being read is skipped, not taken as the moment to kill:
+        # that race once killed dvc before the stage had started
+        try:
+            kids = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return False                               # dvc itself ended: proc.poll() says so next
+        for k in kids:
+            try:
+                if module in " ".join(k.cmdline()):
+                    return True
+            except psutil.Error:
+                continue
+        return False
+
     def ready() -> bool:
-        return any(p.stat().st_mtime >= start for p in repo.glob(fault_point))
+        for p in repo.glob(fault_point):
+            try:
+                if p.stat().st_mtime >= start:
+                    return True
+            except FileNotFoundError:                  # removed since the glob listed it (checkpoint rotation)
+                continue
+        return False
 
     proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -58,14 +79,11 @@ def kill_during(repo: Path, module: str, fault_point: str) -> None:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"dvc repro ended ({proc.returncode}) before the fault in {module}")
-            kids = psutil.Process(proc.pid).children(recursive=True)
-            if any(module in " ".join(k.cmdline()) for k in kids if k.is_running()) and ready():
+            if running() and ready():
                 break
             time.sleep(0.05)
         else:
             pytest.fail(f"{module} never reached the fault point")
-    except psutil.NoSuchProcess:
-        pass
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
