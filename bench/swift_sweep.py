@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -71,8 +72,8 @@ def prepare(work: Path, seed: int, overrides: dict) -> Path:
         copy_code(d, params)
         for stage in ("model", "generate", "build"):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=d, check=True,
-                           stdout=subprocess.DEVNULL, stderr=open(d / f"{stage}.log", "w"))
+            with open(d / f"{stage}.log", "w") as log:
+                subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=d, check=True, stdout=log, stderr=log)
             print(f"seed {seed}: {stage} stage {time.perf_counter() - t0:.0f} s", flush=True)
     return d
 
@@ -80,12 +81,12 @@ def prepare(work: Path, seed: int, overrides: dict) -> Path:
 def fine_tune(base: Path, name: str, variant: dict, fp32: bool, device: str, threads: int, reuse: bool) -> dict:
     """One variant on one seed's data: `swift sft` as the train stage calls it, then the teacher-forced score.
     `reuse`: score the finished fine-tune already in the variant's directory instead of running it again."""
-    from stages.train import launch_env, sft_argv
+    from stages.train import curves, launch_env, sft_argv
 
     params, extra = variant_params(load_params(base / "params.yaml"), variant)
     d = base.parent / f"{name}-{base.name}"
     row = {"variant": name, "seed": params["seed"], "params": variant}
-    if not (reuse and (d / "models/checkpoints/logging.jsonl").is_file()):
+    if not (reuse and "last_model_checkpoint" in last_log(d)):
         shutil.rmtree(d, ignore_errors=True)
         copy_code(d, params)
         (d / "models").mkdir()
@@ -99,12 +100,19 @@ def fine_tune(base: Path, name: str, variant: dict, fp32: bool, device: str, thr
         row["wall_s"] = round(time.perf_counter() - t0, 1)
         if done.returncode:
             return {**row, "error": f"swift sft exited {done.returncode}, see {d / 'sft.log'}"}
-    final = read_jsonl(d / "models/checkpoints/logging.jsonl")[-1]
+    final = last_log(d)
     best = d / (final["best_model_checkpoint"] or final["last_model_checkpoint"])
-    evals = [(h["step"], round(h["eval_loss"], 4)) for h in final["log_history"] if "eval_loss" in h]
     direction, digit = score(best, d / "data/dataset/test.jsonl", params["data"]["prompt"], device)
-    return {**row, "checkpoint": best.name, "eval_loss": evals, "train_runtime_s": next((h["train_runtime"] for h in final["log_history"] if "train_runtime" in h), None),
+    return {**row, "checkpoint": best.name, "eval_loss": [(e["step"], round(e["eval_loss"], 4))
+                                                          for e in curves(final["log_history"])[1]],
+            "train_runtime_s": next((h["train_runtime"] for h in final["log_history"] if "train_runtime" in h), None),
             "direction": round(direction, 4), "distance_digit": round(digit, 4)}
+
+
+def last_log(d: Path) -> dict:
+    """ms-swift's last log line of the variant's run: once the run has finished, it names its checkpoints."""
+    log = d / "models/checkpoints/logging.jsonl"
+    return read_jsonl(log)[-1] if log.is_file() else {}
 
 
 LOADING = threading.Lock()   # from_pretrained swaps global init functions: one load at a time
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     ap.add_argument("--variants", type=json.loads, default={"default": {}}, help="JSON: name -> {dotted key: value}")
     ap.add_argument("--base", type=json.loads, default={}, help="JSON: params.yaml keys set for every seed's stages")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/swift_sweep"))
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "swift_sweep")
     ap.add_argument("--parallel", type=int, default=4, help="fine-tunes at once")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads of each fine-tune")
     ap.add_argument("--reuse", action="store_true", help="score fine-tunes already finished in --work again")
