@@ -33,16 +33,7 @@ from pathlib import Path
 import yaml
 
 from stages.common import ROOT, load_params, read_jsonl
-
-
-def set_dotted(params: dict, key: str, value) -> None:
-    *path, last = key.split(".")
-    node = params
-    for part in path:
-        node = node[part]
-    if last not in node:
-        raise KeyError(f"{key}: no such key in params.yaml")
-    node[last] = value
+from stages.profile import set_dotted
 
 
 def variant_params(base: dict, variant: dict) -> tuple[dict, list[str]]:
@@ -52,7 +43,7 @@ def variant_params(base: dict, variant: dict) -> tuple[dict, list[str]]:
         if key.startswith("swift."):
             extra += [f"--{key[len('swift.'):]}", str(value).lower() if isinstance(value, bool) else str(value)]
         else:
-            set_dotted(params, key, value)
+            set_dotted(params, key, value, strict=True)
     return params, extra
 
 

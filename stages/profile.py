@@ -24,6 +24,18 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+def set_dotted(tree: dict, key: str, value, strict: bool = False) -> None:
+    """tree['train']['learning_rate'] = value for key 'train.learning_rate' (flatten's keys); `strict`: the key
+    must already be there (a typo raises KeyError instead of adding a new key)."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node[part]
+    if strict and leaf not in node:
+        raise KeyError(f"{key}: no such key in params.yaml")
+    node[leaf] = value
+
+
 def merge(base: dict, overrides: dict) -> dict:
     """`base` with every key of `overrides` replaced (nested sections merged, not replaced)."""
     out = dict(base)

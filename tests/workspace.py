@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from stages.profile import set_dotted
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
@@ -69,9 +71,5 @@ def set_params(repo: Path, **changes) -> None:
     path = repo / "params.yaml"
     p = yaml.safe_load(path.read_text(encoding="utf-8"))
     for key, value in changes.items():
-        *parents, leaf = key.split(".")
-        node = p
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        set_dotted(p, key, value)
     path.write_text(yaml.safe_dump(p, allow_unicode=True, sort_keys=False), encoding="utf-8")
