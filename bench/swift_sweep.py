@@ -5,9 +5,9 @@ below it at the same recipe (94.2 against 97.5 %, seed 42), and on tiny_learning
 so the difference is in the training, not in the scoring. This sweep runs the real thing: for each seed, the
 `model`, `generate` and `build` stages in a scratch copy of the repository (`<work>/seed<N>`), then for each
 variant the train stage's `swift sft` command (`stages.train.sft_argv`) with the variant's params, and scores the
-checkpoint the train stage would export (the best eval loss) on the seed's test split: the direction token and the
-distance's first digit, teacher-forced (`tiny_learning.teacher_forced`; for the direction the same answer as
-greedy decoding's: 94.17 % both, seed 42 on the CPU).
+checkpoint the train stage would export (the best eval loss) on the seed's test split with the pipeline's own
+`infer finetuned` and `score finetuned` stages (greedy `swift infer`, the metrics `dvc repro` reports; runs up to 19
+scored the direction token and the distance's first digit teacher-forced instead).
 
     python -m bench.swift_sweep --seeds 42 1 2 --parallel 9 --out rows.jsonl \\
         --variants '{"default": {}, "b4": {"train.per_device_train_batch_size": 4, "train.eval_steps": 600}}'
@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -55,8 +54,9 @@ def copy_code(dst: Path, params: dict) -> None:
     (dst / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
 
-def prepare(work: Path, seed: int, overrides: dict) -> Path:
-    """The seed's base model and dataset, made by the pipeline's own stages (params.yaml with `overrides`)."""
+def prepare(work: Path, seed: int, overrides: dict, threads: int) -> Path:
+    """The seed's base model and dataset, made by the pipeline's own stages (params.yaml with `overrides`), on
+    `threads` CPU threads (several seeds at once on torch's default thread count oversubscribe the cores)."""
     d = work / f"seed{seed}"
     if not (d / "data/dataset/test.jsonl").is_file():
         params, _ = variant_params(load_params(), {**overrides, "seed": seed})
@@ -64,12 +64,13 @@ def prepare(work: Path, seed: int, overrides: dict) -> Path:
         for stage in ("model", "generate", "build"):
             t0 = time.perf_counter()
             with open(d / f"{stage}.log", "w") as log:
-                subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=d, check=True, stdout=log, stderr=log)
+                subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=d, check=True, stdout=log, stderr=log,
+                               env={**os.environ, "OMP_NUM_THREADS": str(threads)})
             print(f"seed {seed}: {stage} stage {time.perf_counter() - t0:.0f} s", flush=True)
     return d
 
 
-def fine_tune(base: Path, name: str, variant: dict, fp32: bool, device: str, threads: int, reuse: bool) -> dict:
+def fine_tune(base: Path, name: str, variant: dict, fp32: bool, threads: int, reuse: bool) -> dict:
     """One variant on one seed's data: `swift sft` as the train stage calls it, then the teacher-forced score.
     `reuse`: score the finished fine-tune already in the variant's directory instead of running it again."""
     from stages.train import curves, launch_env, sft_argv
@@ -82,7 +83,9 @@ def fine_tune(base: Path, name: str, variant: dict, fp32: bool, device: str, thr
         copy_code(d, params)
         (d / "models").mkdir()
         (d / "models/base").symlink_to(base / "models/base")
-        (d / "data").symlink_to(base / "data")
+        for part in ("raw", "dataset"):   # the seed's inputs are shared; predictions and metrics are the variant's
+            (d / "data").mkdir(exist_ok=True)
+            (d / "data" / part).symlink_to(base / "data" / part)
         argv = sft_argv(params, "models/checkpoints") + extra + (["--fp16", "false", "--bf16", "false"] if fp32 else [])
         t0 = time.perf_counter()
         with open(d / "sft.log", "w") as log:
@@ -93,11 +96,10 @@ def fine_tune(base: Path, name: str, variant: dict, fp32: bool, device: str, thr
             return {**row, "error": f"swift sft exited {done.returncode}, see {d / 'sft.log'}"}
     final = last_log(d)
     best = d / (final["best_model_checkpoint"] or final["last_model_checkpoint"])
-    direction, digit = score(best, d / "data/dataset/test.jsonl", params["data"]["prompt"], device)
     return {**row, "checkpoint": best.name, "eval_loss": [(e["step"], round(e["eval_loss"], 4))
                                                           for e in curves(final["log_history"])[1]],
             "train_runtime_s": next((h["train_runtime"] for h in final["log_history"] if "train_runtime" in h), None),
-            "direction": round(direction, 4), "distance_digit": round(digit, 4)}
+            **score(d, best, threads)}
 
 
 def last_log(d: Path) -> dict:
@@ -106,20 +108,28 @@ def last_log(d: Path) -> dict:
     return read_jsonl(log)[-1] if log.is_file() else {}
 
 
-LOADING = threading.Lock()   # from_pretrained swaps global init functions: one load at a time
+def score(d: Path, checkpoint: Path, threads: int) -> dict:
+    """The checkpoint exported as the train stage exports it, then the pipeline's `infer finetuned` and
+    `score finetuned` stages in the variant's directory: the headline metrics of metrics/finetuned.json."""
+    from stages.train import export
+
+    adapter = d / "models/adapter"
+    shutil.rmtree(adapter, ignore_errors=True)
+    adapter.mkdir(parents=True)
+    export(checkpoint, adapter)
+    with open(d / "score.log", "w") as log:
+        for stage in (["stages.infer", "finetuned"], ["stages.score", "finetuned"]):
+            subprocess.run([sys.executable, "-m", *stage], cwd=d, check=True, stdout=log, stderr=log,
+                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    return headline(json.loads((d / "metrics/finetuned.json").read_text(encoding="utf-8")))
 
 
-def score(model_dir: Path, test: Path, prompt: str, device: str) -> tuple[float, float]:
-    import torch
-    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
-
-    from bench.tiny_learning import encode_split, pixel_bounds, teacher_forced
-
-    proc = AutoProcessor.from_pretrained(model_dir)
-    pixel_bounds(proc, 64)
-    with LOADING:
-        model = Qwen3VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
-    return teacher_forced(model, encode_split(proc, test, prompt), proc.tokenizer.pad_token_id or 0, device)
+def headline(metrics: dict) -> dict:
+    """parse rate, exact match and each field's main score (accuracy, within tolerance, normalised match)."""
+    out = {k: metrics[k] for k in ("parse_rate", "exact_match")}
+    for f, m in metrics["fields"].items():
+        out[f] = next(m[k] for k in ("accuracy", "within_tol", "normalised") if k in m)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,17 +142,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2, help="CPU threads of each fine-tune")
     ap.add_argument("--reuse", action="store_true", help="score fine-tunes already finished in --work again")
     ap.add_argument("--fp32", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", type=Path, required=True, help="one JSON line per fine-tune, appended")
     a = ap.parse_args(argv)
-    import transformers   # noqa: F401  (its lazy imports are not thread-safe: resolve them before the threads)
-    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration   # noqa: F401
     with ThreadPoolExecutor(len(a.seeds)) as pool:
-        bases = list(pool.map(lambda s: prepare(a.work, s, a.base), a.seeds))
+        threads = max(1, (os.cpu_count() or 2) // len(a.seeds))
+        bases = list(pool.map(lambda s: prepare(a.work, s, a.base, threads), a.seeds))
     print(f"prepared seeds {a.seeds} in {a.work}", flush=True)
     jobs = [(b, name, v) for name, v in a.variants.items() for b in bases]
     with ThreadPoolExecutor(a.parallel) as pool:
-        for done in as_completed([pool.submit(fine_tune, *j, a.fp32, a.device, a.threads, a.reuse) for j in jobs]):
+        for done in as_completed([pool.submit(fine_tune, *j, a.fp32, a.threads, a.reuse) for j in jobs]):
             row = done.result()
             print(json.dumps(row), flush=True)
             with open(a.out, "a", encoding="utf-8") as f:

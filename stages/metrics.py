@@ -100,6 +100,59 @@ def rate(name: str, k: int, n: int) -> dict:
             f"{name}_ci95": {"lower": round(lower, 4), "upper": round(upper, 4)}}
 
 
+def references(pred_rows: list[dict], test_rows: list[dict]) -> list[dict]:
+    """The reference answers, checked against the test split: same length, same images, JSON objects.
+    Raises ValueError listing every bad row."""
+    if len(pred_rows) != len(test_rows):
+        raise ValueError(f"{len(pred_rows):,} predictions for {len(test_rows):,} test samples: rerun inference")
+    refs, problems = [], []
+    for i, (p, t) in enumerate(zip(pred_rows, test_rows), 1):
+        if [im["path"] if isinstance(im, dict) else im for im in p.get("images", [])] != t["images"]:
+            problems.append(f"row {i} (id {t['id']}): prediction's images differ from the test split's")
+        try:
+            ref = json.loads(p["labels"])
+        except (ValueError, TypeError):
+            ref = None
+        if not isinstance(ref, dict):
+            problems.append(f"row {i} (id {t['id']}): reference answer is not a JSON object: {p['labels']!r:.80}")
+        refs.append(ref)
+    if problems:
+        raise ValueError(f"{len(problems):,} bad prediction rows:\n  " + "\n  ".join(problems[:20])
+                         + ("\n  ..." if len(problems) > 20 else ""))
+    return refs
+
+
+def headline_names(specs: dict[str, dict]) -> dict[str, str]:
+    """Each field's main score, named for `metrics/compare/`: accuracy (categorical), within tolerance (numeric),
+    normalised match (text)."""
+    main = {"categorical": "accuracy", "numeric": "within_tol", "text": "normalised"}
+    return {f: f"{f}_{main[s['type']]}" for f, s in specs.items()}
+
+
+def outcomes(pairs: list[tuple[dict, dict | None]], specs: dict[str, dict]) -> dict[str, list[bool]]:
+    """Per test item, right or wrong by each headline measure: parse rate, exact match, each field's main score.
+    The same lists for two models on the same items are what a paired test compares."""
+    out = {"parse_rate": [p is not None for _, p in pairs],
+           "exact_match": [p is not None and all(correct(s, r[f], value(p, f)) for f, s in specs.items())
+                           for r, p in pairs]}
+    for f, name in headline_names(specs).items():
+        spec = specs[f]
+        if spec["type"] == "numeric":
+            out[name] = [is_number(value(p, f)) and abs(value(p, f) - r[f]) <= spec["tolerance"] + 1e-9
+                         for r, p in pairs]
+        elif spec["type"] == "text":
+            out[name] = [value(p, f) is not None and normalise_text(label(value(p, f))) == normalise_text(label(r[f]))
+                         for r, p in pairs]
+        else:
+            out[name] = [correct(spec, r[f], value(p, f)) for r, p in pairs]
+    return out
+
+
+def abs_errors(pairs: list[tuple[dict, dict | None]], field: str) -> list[float | None]:
+    """|predicted - expected| of a numeric field per item; None where the prediction is not a number."""
+    return [abs(value(p, field) - r[field]) if is_number(value(p, field)) else None for r, p in pairs]
+
+
 def derive_fields(refs: list[dict], max_classes: int) -> dict[str, str]:
     """Field -> type from the reference answers: all numbers -> numeric, at most `max_classes` distinct
     values -> categorical, else text."""

@@ -1,7 +1,8 @@
 """Stage `score`: per-field scores of one prediction set, with 95 % intervals.
 
-  metrics/<which>.json                       parse rate, all-fields exact match, per field by type (same keys
-                                             for both models, so `dvc metrics show` prints them side by side)
+  metrics/details/<which>.json               parse rate, all-fields exact match, per field by type, intervals
+                                             and per class (same keys for both models; the headline comparison
+                                             of the two is stage `compare`)
   metrics/plots/<which>/confusion.csv        actual, predicted per test sample and categorical field
   metrics/plots/<which>/errors.csv           predicted - expected per numeric prediction and numeric field
   metrics/worst_<which>.md                   the worst predictions, with links to their images
@@ -17,31 +18,10 @@ import sys
 from pathlib import Path
 
 from stages.common import ROOT, count, read_jsonl, setup_logging, stage_params, to_csv, write_atomic, write_json
-from stages.metrics import is_number, label, parse_answer, resolve_fields, score, value, worst, wrong_fields
+from stages.metrics import (is_number, label, parse_answer, references, resolve_fields, score, value, worst,
+                             wrong_fields)
 
 log = logging.getLogger("score")
-
-
-def references(pred_rows: list[dict], test_rows: list[dict]) -> list[dict]:
-    """The reference answers, checked against the test split: same length, same images, JSON objects.
-    Raises ValueError listing every bad row."""
-    if len(pred_rows) != len(test_rows):
-        raise ValueError(f"{len(pred_rows):,} predictions for {len(test_rows):,} test samples: rerun inference")
-    refs, problems = [], []
-    for i, (p, t) in enumerate(zip(pred_rows, test_rows), 1):
-        if [im["path"] if isinstance(im, dict) else im for im in p.get("images", [])] != t["images"]:
-            problems.append(f"row {i} (id {t['id']}): prediction's images differ from the test split's")
-        try:
-            ref = json.loads(p["labels"])
-        except (ValueError, TypeError):
-            ref = None
-        if not isinstance(ref, dict):
-            problems.append(f"row {i} (id {t['id']}): reference answer is not a JSON object: {p['labels']!r:.80}")
-        refs.append(ref)
-    if problems:
-        raise ValueError(f"{len(problems):,} bad prediction rows:\n  " + "\n  ".join(problems[:20])
-                         + ("\n  ..." if len(problems) > 20 else ""))
-    return refs
 
 
 def plot_tables(ids: list[str], pairs: list[tuple[dict, dict | None]], specs: dict) -> dict[str, str]:
@@ -110,7 +90,7 @@ def main() -> None:
     worst_md = worst_markdown(which, worst_table(test_rows, responses, refs, parsed, specs, p["worst_n"]), len(refs))
 
     # everything is computed: write it in one go, each output whole or not at all
-    write_json(ROOT / "metrics" / f"{which}.json", metrics)
+    write_json(ROOT / "metrics" / "details" / f"{which}.json", metrics)
     for name, text in tables.items():
         write_atomic(ROOT / "metrics" / "plots" / which / name, text)
     write_atomic(ROOT / "metrics" / f"worst_{which}.md", worst_md)
