@@ -110,7 +110,7 @@ def last_log(d: Path) -> dict:
 
 def score(d: Path, checkpoint: Path, threads: int) -> dict:
     """The checkpoint exported as the train stage exports it, then the pipeline's `infer finetuned` and
-    `score finetuned` stages in the variant's directory: the headline metrics of metrics/finetuned.json."""
+    `score finetuned` stages in the variant's directory: the main scores of metrics/details/finetuned.json."""
     from stages.train import export
 
     adapter = d / "models/adapter"
@@ -121,7 +121,7 @@ def score(d: Path, checkpoint: Path, threads: int) -> dict:
         for stage in (["stages.infer", "finetuned"], ["stages.score", "finetuned"]):
             subprocess.run([sys.executable, "-m", *stage], cwd=d, check=True, stdout=log, stderr=log,
                            env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-    return headline(json.loads((d / "metrics/finetuned.json").read_text(encoding="utf-8")))
+    return headline(json.loads((d / "metrics/details/finetuned.json").read_text(encoding="utf-8")))
 
 
 def headline(metrics: dict) -> dict:

@@ -14,7 +14,7 @@ def opts(argv):
 
 
 def lora_params() -> dict:
-    """The train stage's params with LoRA (the embedded default trains the tiny model in full)."""
+    """The train stage's params with LoRA (the embedded default's tuner)."""
     p = stage_params("train")
     p["train"]["tuner_type"] = "lora"
     return p
@@ -22,12 +22,13 @@ def lora_params() -> dict:
 
 def test_sft_argv_maps_every_knob():
     p = lora_params()
-    p["lora"].update(rank=32, target_modules=["q_proj", "v_proj"])
+    p["lora"].update(rank=32, alpha=64, target_modules=["q_proj", "v_proj"])
     p["train"]["freeze_vit"] = False
     argv = sft_argv(p, "models/checkpoints")
     o = opts(argv)
     assert argv[1] == "sft"
     assert o["--tuner_type"] == "lora" and o["--lora_rank"] == "32" and o["--freeze_vit"] == "false"
+    assert o["--lora_alpha"] == "64"
     assert argv[argv.index("--target_modules") + 1:argv.index("--target_modules") + 3] == ["q_proj", "v_proj"]
     assert o["--learning_rate"] == str(p["train"]["learning_rate"])
     assert o["--add_version"] == "false" and o["--check_model"] == "false"
@@ -38,6 +39,16 @@ def test_sft_argv_maps_every_knob():
         assert f"--{key}" in o, key
     assert not {f"--{k}" for k in conditional} & set(o)
     assert "--template" not in o and "--lora_dtype" not in o
+
+
+def test_each_lora_knob_changes_the_command_line():
+    """`dvc exp run -S lora.<key>=...` must reach ms-swift: each key changes the argv, not only the params."""
+    base = sft_argv(lora_params(), "out")
+    for key, value in (("rank", 32), ("alpha", 64), ("dropout", 0.0), ("target_modules", ["q_proj"]),
+                       ("use_dora", True), ("use_rslora", True), ("modules_to_save", ["merger"]), ("dtype", "bfloat16")):
+        p = lora_params()
+        p["lora"][key] = value
+        assert sft_argv(p, "out") != base, key
 
 
 def test_sft_argv_variants():

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from tests.workspace import clone, commit, ran, set_params, sh
@@ -20,51 +19,61 @@ def repo(tmp_path_factory) -> Path:
     return clone(tmp_path_factory.mktemp("clone"))
 
 
+def back_to_commit(repo: Path) -> Path:
+    """The workspace as committed after `dvc repro` (an experiment leaves its params and outputs in it)."""
+    sh("git", "reset", "-q", "--hard", cwd=repo)
+    sh("dvc", "checkout", "--force", cwd=repo)
+    return repo
+
+
 @pytest.fixture(scope="module")
 def reproduced(repo) -> Path:
     start = time.monotonic()
     out = sh("dvc", "repro", cwd=repo).stdout
     print(f"dvc repro: {time.monotonic() - start:.0f} s")
     assert set(ran(out)) == {"check_params", "model", "generate", "build", "train", "infer_base", "infer_finetuned",
-                             "score@base", "score@finetuned"}
+                             "score@base", "score@finetuned", "compare"}
     commit(repo, "repro")
     return repo
 
 
 def test_repro_outputs_and_metrics(reproduced):
     repo = reproduced
-    for f in ("models/base/config.json", "models/adapter/model.safetensors", "data/raw/labels.csv",
+    for f in ("models/base/config.json", "models/adapter/adapter_model.safetensors", "data/raw/labels.csv",
               "data/dataset/train.jsonl", "data/predictions/base.jsonl", "data/predictions/finetuned.jsonl",
-              "metrics/train.json", "metrics/plots/train_loss.csv"):
+              "metrics/train.json", "metrics/plots/train_loss.csv", "metrics/compare.md"):
         assert (repo / f).is_file(), f
-    base = json.loads((repo / "metrics/base.json").read_text())
-    ft = json.loads((repo / "metrics/finetuned.json").read_text())
+    base = json.loads((repo / "metrics/details/base.json").read_text())
+    ft = json.loads((repo / "metrics/details/finetuned.json").read_text())
     assert base.keys() == ft.keys() and base["fields"].keys() == ft["fields"].keys()
-    assert ft["parse_rate"] >= 0.95, ft
-    assert base["parse_rate"] <= 0.05, base
-    assert ft["fields"]["direction"]["accuracy"] > base["fields"]["direction"]["accuracy"]
+    parse = json.loads((repo / "metrics/compare/parse_rate.json").read_text())
+    assert parse["finetuned"] >= 0.95 and parse["base"] <= 0.05, parse
+    assert parse["diff"] > 0 and parse["ci95_lower"] > 0 and parse["p_value"] < 0.05
+    direction = json.loads((repo / "metrics/compare/direction_accuracy.json").read_text())
+    assert direction["finetuned"] == ft["fields"]["direction"]["accuracy"] > direction["base"]
     rows = [json.loads(line) for line in (repo / "data/dataset/test.jsonl").read_text().splitlines()]
     assert all(not os.path.isabs(p) for r in rows for p in r["images"])
     shown = sh("dvc", "metrics", "show", cwd=repo).stdout
-    assert "metrics/base.json" in shown and "metrics/finetuned.json" in shown
+    lines = shown.splitlines()
+    assert lines[0].split() == ["Path", "base", "ci95_lower", "ci95_upper", "diff", "finetuned", "p_value"], shown
+    assert {line.split()[0] for line in lines[1:]} == {f"metrics/compare/{m}.json" for m in (
+        "parse_rate", "exact_match", "direction_accuracy", "distance_within_tol", "analysis_normalised", "distance_mae")}
+    assert max(map(len, lines)) <= 120, shown                         # the headline fits a terminal
 
 
-def test_frozen_parameters_come_out_as_built(reproduced):
-    """train.freeze_parameters (the default: the embedding and its tied output layer) reaches ms-swift: those
-    weights are the base model's, bit for bit; so do freeze_vit and freeze_aligner (the default: false, so the
-    vision blocks and the merger moved, as did the language model's layers)."""
+def test_the_default_trains_a_lora_adapter(reproduced):
+    """models/adapter is a LoRA adapter at params.yaml's rank and alpha, with adapters on the language model, the
+    vision tower and the merger (train.freeze_vit / freeze_aligner: false), and nothing else of the model."""
     from safetensors.torch import load_file
 
-    base, tuned = (load_file(reproduced / d / "model.safetensors") for d in ("models/base", "models/adapter"))
-    train = yaml.safe_load((reproduced / "params.yaml").read_text())["train"]
-    (prefix,) = train["freeze_parameters"]
-    frozen = [k for k in base if k.startswith(prefix)]
-    assert frozen and all(torch.equal(base[k], tuned[k]) for k in frozen)
-    for part, kept in (("model.visual.blocks.", train["freeze_vit"]), ("model.visual.merger.", train["freeze_aligner"])):
-        keys = [k for k in base if k.startswith(part)]
-        assert keys and all(torch.equal(base[k], tuned[k]) for k in keys) == kept, part
-    layer = "model.language_model.layers.0.mlp.down_proj.weight"
-    assert not torch.equal(base[layer], tuned[layer])
+    p = yaml.safe_load((reproduced / "params.yaml").read_text())
+    config = json.loads((reproduced / "models/adapter/adapter_config.json").read_text())
+    assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", p["lora"]["rank"], p["lora"]["alpha"])
+    weights = load_file(reproduced / "models/adapter/adapter_model.safetensors")
+    assert all("lora_" in k for k in weights), [k for k in weights if "lora_" not in k][:5]
+    for part in ("language_model.layers.", "visual.blocks.", "visual.merger."):
+        assert any(part in k for k in weights), part
+    assert not (reproduced / "models/adapter/model.safetensors").exists()
 
 
 def test_second_repro_is_a_fast_no_op(reproduced):
@@ -81,8 +90,9 @@ def test_predict_and_merge_commands(reproduced):
     out = sh("python", "-m", "stages.predict", *row["images"], cwd=repo).stdout
     answer = json.loads(out)                                         # stdout is the answer alone
     assert answer["parse_status"] in {"ok", "repaired", "failed"} and answer["response"]
-    refused = sh("python", "-m", "stages.merge", cwd=repo, check=False)   # the default trains in full: no adapter
-    assert refused.returncode != 0 and "already is the whole model" in refused.stdout + refused.stderr
+    sh("python", "-m", "stages.merge", cwd=repo)                      # the default's adapter -> a whole model
+    assert (repo / "models/merged/model.safetensors").is_file() and (repo / "models/merged/config.json").is_file()
+    assert "models/merged" not in sh("git", "status", "--porcelain", cwd=repo).stdout
 
 
 def test_what_reruns_after_a_param_change(reproduced):
@@ -95,42 +105,69 @@ def test_what_reruns_after_a_param_change(reproduced):
         set_params(repo, **{"lora.rank": 4})
         assert would_run(repo) == {"check_params", "train"}
         (repo / "params.yaml").write_text(original)
+        set_params(repo, **{"score.worst_n": 5})                                  # a detail: the comparison stays
+        assert would_run(repo) == {"check_params", "score@base", "score@finetuned"}
+        (repo / "params.yaml").write_text(original)
         set_params(repo, **{"data.prompt": "Which way is focus?"})
         assert would_run(repo) == {"check_params", "build"}
         sh("dvc", "repro", "check_params", "build", cwd=repo)                         # cheap; then everything after it is stale
-        assert would_run(repo) == {"train", "infer_base", "infer_finetuned", "score@base", "score@finetuned"}
+        assert would_run(repo) == {"train", "infer_base", "infer_finetuned", "score@base", "score@finetuned", "compare"}
     finally:
         (repo / "params.yaml").write_text(original)
         sh("dvc", "repro", "check_params", "build", cwd=repo)         # restored from DVC's run cache
     assert would_run(repo) == set()
 
 
-def test_experiment_reruns_train_onwards_only(reproduced):
-    """A LoRA experiment reruns training onwards only; its adapter then merges into a whole model."""
+def test_rank_32_experiment_changes_the_adapter_and_reruns_train_onwards_only(reproduced):
+    """The README's headline experiment: a new adapter at rank 32 (not the same model again), and only training,
+    the fine-tuned model's inference, its scores and the comparison rerun; the base model's figures stay."""
+    from safetensors.torch import load_file
+
     repo = reproduced
-    out = sh("dvc", "exp", "run", "-S", "train.tuner_type=lora", "-S", "lora.rank=16", "-n", "rank16", cwd=repo).stdout
-    assert set(ran(out)) == {"check_params", "train", "infer_finetuned", "score@finetuned"}
-    assert (repo / "models/adapter/adapter_model.safetensors").is_file()
-    sh("python", "-m", "stages.merge", cwd=repo)
-    assert (repo / "models/merged/model.safetensors").is_file() and (repo / "models/merged/config.json").is_file()
-    assert "models/merged" not in sh("git", "status", "--porcelain", cwd=repo).stdout
+    rank8 = load_file(repo / "models/adapter/adapter_model.safetensors")
+    out = sh("dvc", "exp", "run", "-S", "lora.rank=32", "-n", "rank32", cwd=repo).stdout
+    assert set(ran(out)) == {"check_params", "train", "infer_finetuned", "score@finetuned", "compare"}
+    assert json.loads((repo / "models/adapter/adapter_config.json").read_text())["r"] == 32
+    rank32 = load_file(repo / "models/adapter/adapter_model.safetensors")
+    assert rank32.keys() == rank8.keys()
+    a = next(k for k in rank32 if "lora_A" in k)
+    assert (rank8[a].shape[0], rank32[a].shape[0]) == (8, 32)
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
     text = json.dumps(shown)
-    assert "rank16" in text and '"rank": 16' in text.replace(" ", "").replace('"rank":16', '"rank": 16')
-    diff = json.loads(sh("dvc", "metrics", "diff", "--all", "--json", cwd=repo).stdout)
-    assert diff["metrics/train.json"]["steps"]["old"] is not None       # the last commit vs the experiment
-    assert all(v.get("diff", 0) in (0, None) for v in diff["metrics/base.json"].values())   # base was not rerun
+    assert "rank32" in text and "metrics/compare/direction_accuracy.json" in text
+    diff = json.loads(sh("dvc", "metrics", "diff", "--all", "--json", cwd=repo).stdout)   # last commit vs experiment
+    assert "metrics/compare/direction_accuracy.json" in diff, diff
+    rows = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
+    parse = next(iter(rows.values()))["data"]["metrics/compare/parse_rate.json"]["data"]
+    committed = json.loads(sh("git", "show", "HEAD:metrics/compare/parse_rate.json", cwd=repo).stdout)
+    assert parse["base"] == committed["base"]                                     # base was not rerun
+
+
+def test_full_fine_tuning_stays_an_experiment(reproduced):
+    """`-S train.tuner_type=full` trains every weight (a whole model in models/adapter, no merge needed); LoRA keys
+    changed alongside it are refused before any work, naming the key and what to do."""
+    repo = back_to_commit(reproduced)
+    refused = sh("dvc", "exp", "run", "-S", "train.tuner_type=full", "-S", "lora.rank=16", cwd=repo, check=False)
+    assert refused.returncode != 0
+    assert "lora.rank changed (8 -> 16) but train.tuner_type is full" in refused.stdout + refused.stderr
+    out = sh("dvc", "exp", "run", "-S", "train.tuner_type=full", "-S", "train.learning_rate=1.0e-3", "-n", "full",
+             cwd=repo).stdout
+    assert set(ran(out)) == {"check_params", "train", "infer_finetuned", "score@finetuned", "compare"}
+    assert (repo / "models/adapter/model.safetensors").is_file()
+    assert not (repo / "models/adapter/adapter_config.json").exists()
+    merge = sh("python", "-m", "stages.merge", cwd=repo, check=False)
+    assert merge.returncode != 0 and "already is the whole model" in merge.stdout + merge.stderr
 
 
 def test_builtin_qwen2_vl_runs_end_to_end(reproduced):
     """The other code path ms-swift has for Qwen-VL: a tiny Qwen2-VL built offline, trained and scored."""
-    repo = reproduced
+    repo = back_to_commit(reproduced)
     out = sh("dvc", "exp", "run", "-S", "model.model_type=qwen2_vl", "-S", "model.template=qwen2_vl",
              "-n", "qwen2vl", cwd=repo).stdout
     assert {"model", "train", "infer_base", "infer_finetuned", "score@finetuned"} <= set(ran(out))
     assert json.loads((repo / "models/base/config.json").read_text())["model_type"] == "qwen2_vl"
-    base = json.loads((repo / "metrics/base.json").read_text())
-    ft = json.loads((repo / "metrics/finetuned.json").read_text())
+    base = json.loads((repo / "metrics/details/base.json").read_text())
+    ft = json.loads((repo / "metrics/details/finetuned.json").read_text())
     print(f"qwen2_vl: parse rate base {base['parse_rate']}, fine-tuned {ft['parse_rate']}")
     assert ft["n"] == base["n"] > 0 and ft["parse_rate"] > base["parse_rate"]
 
@@ -147,7 +184,7 @@ def test_push_then_pull_on_another_clone_restores_results(reproduced, tmp_path):
     sh("dvc", "pull", cwd=other)
     for f in ("data/raw/labels.csv", "data/dataset/test.jsonl", *(str(p.relative_to(repo)) for p in
               (repo / "models/adapter").glob("*.safetensors")), "data/predictions/finetuned.jsonl",
-              "metrics/finetuned.json"):
+              "metrics/details/finetuned.json"):
         assert (other / f).read_bytes() == (repo / f).read_bytes(), f
     assert not (other / "models/base").exists()
     out = sh("dvc", "repro", cwd=other).stdout

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.reliability
 SMALL = {"synth.num_samples": 40, "train.num_train_epochs": 1, "train.per_device_train_batch_size": 4,
          "train.eval_steps": 2, "train.logging_steps": 1, "train.tuner_type": "lora"}   # a small adapter to checkpoint
 OUTS = {"model": ["models/base"], "train": ["models/adapter", "metrics/train.json"],
-        "infer_finetuned": ["data/predictions/finetuned.jsonl"], "score@finetuned": ["metrics/finetuned.json"]}
+        "infer_finetuned": ["data/predictions/finetuned.jsonl"], "score@finetuned": ["metrics/details/finetuned.json"]}
 
 
 def digest(repo: Path, paths: list[str]) -> dict[str, str]:
@@ -232,7 +232,7 @@ def wait_for_queue(repo: Path, timeout: float = 1200) -> None:
 def test_two_queued_experiments_at_once_do_not_interfere(repo, reliability):
     """`dvc exp run --queue` + `dvc queue start -j 2`: each experiment runs in its own workspace, ends
     without error and carries its own params and a complete set of metrics."""
-    committed = json.loads((repo / "metrics/finetuned.json").read_text())
+    committed = sorted(f"metrics/compare/{f.name}" for f in (repo / "metrics/compare").iterdir())
     rank = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))["lora"]["rank"]
     sh("dvc", "exp", "run", "--queue", "-S", f"lora.rank={rank},{rank * 2}", cwd=repo)
     sh("dvc", "queue", "start", "-j", "2", cwd=repo)
@@ -243,10 +243,11 @@ def test_two_queued_experiments_at_once_do_not_interfere(repo, reliability):
     for exp in exps:
         data = exp["revs"][0]["data"]
         assert not exp["revs"][0].get("error"), exp["revs"][0]
-        results[data["params"]["params.yaml"]["data"]["lora"]["rank"]] = data["metrics"]["metrics/finetuned.json"]["data"]
+        results[data["params"]["params.yaml"]["data"]["lora"]["rank"]] = {
+            path: m["data"] for path, m in data["metrics"].items() if path.startswith("metrics/compare/")}
     assert set(results) == {rank, rank * 2}, results.keys()
     for metrics in results.values():
-        assert metrics.keys() == committed.keys() and metrics["n"] == committed["n"]
+        assert sorted(metrics) == committed and all(m["finetuned"] is not None for m in metrics.values()), metrics
 
 
 def test_disk_full_while_training_is_a_clear_error(repo, reliability):
