@@ -224,11 +224,19 @@ INERT: list[tuple[str, Callable[[dict], bool], str]] = [
 ]
 
 
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def inert_changes(params: dict, reference: dict) -> list[str]:
     """Keys changed against `reference` (the committed params.yaml) that do nothing under the other settings."""
-    from stages.profile import flatten
-
-    new, old = flatten(params), flatten(reference)
+    new, old = _flat(params), _flat(reference)
     problems = []
     for key in (k for k in new if k in old and new[k] != old[k]):
         for prefix, idle, advice in INERT:
