@@ -21,7 +21,7 @@ def workspace(tmp_path_factory):
     return work
 
 
-# The LoRA variants start from LoRA: the embedded default trains the tiny model in full.
+# LoRA, as the embedded default trains, at batch 2 so that a step is cheap.
 LORA = {"train": {"tuner_type": "lora", "per_device_train_batch_size": 2, "logging_steps": 1}}
 
 
