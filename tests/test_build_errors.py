@@ -8,6 +8,8 @@ import pytest
 from PIL import Image
 
 from stages.build import DataError, build_dataset
+from stages.common import PARAMS_FILE, read_yaml
+from stages.profile import merge
 from stages.schema import Data
 
 MODEL = {"model_type": "qwen3_vl", "image_max_token_num": 4}
@@ -15,9 +17,11 @@ _colours = itertools.count(1)
 
 
 def cfg(**over) -> dict:
-    base = {"raw_dir": "data/raw", "labels": "labels.csv", "columns": {"images": ["image"], "answer": ["label"]},
-            "prompt": "What is it?", "val_ratio": 0.0, "test_ratio": 0.25}
-    return Data.model_validate({**base, **over}).model_dump()
+    """params.yaml's data section (the one source of defaults) with this test's folder, columns and `over`."""
+    base = merge(read_yaml(PARAMS_FILE)["data"], {
+        "raw_dir": "data/raw", "labels": "labels.csv", "columns": {"images": ["image"], "answer": ["label"]},
+        "prompt": "What is it?", "val_ratio": 0.0, "test_ratio": 0.25})
+    return Data.model_validate(merge(base, over)).model_dump()
 
 
 class Raw:
