@@ -33,9 +33,10 @@ import time
 from pathlib import Path
 
 from bench import shapes
-from stages.common import PARAMS_FILE, ROOT, load_params, read_jsonl, read_yaml, write_jsonl
+from stages.common import PARAMS_FILE, ROOT, load_params, read_jsonl, write_jsonl
+from stages.params.load import read_yaml
 from stages.infer import infer_argv
-from stages.profile import flatten, merge
+from stages.params.tree import flatten, merge
 from stages.train import launch_env, sft_argv
 
 PARTS = ("swift_gpu", "seeds_train", "swift_infer", "seeds_infer", "swift_slow", "hf_batch_infer")
@@ -126,8 +127,8 @@ def prepare(work: Path, cfg: dict, seed: int) -> dict:
     import torch
 
     from stages.generate import generate
-    from stages.readers import swift_row
-    from stages.tiny_qwen import build_tiny_qwen3_vl
+    from stages.dataset.records import swift_row
+    from stages.tiny_model.build import build_tiny_qwen3_vl
 
     base, raw, dataset = work / "models/base", work / "data/raw", work / "data/dataset"
     stamp = json.dumps({**cfg, "seed": seed}, sort_keys=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from stages.common import ROOT, load_params, read_jsonl
-from stages.profile import set_dotted
+from stages.params.tree import set_dotted
 
 
 def variant_params(base: dict, variant: dict) -> tuple[dict, list[str]]:

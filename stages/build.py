@@ -3,8 +3,8 @@ train/val/test with a seeded (optionally stratified) split, or an error listing 
 
 Each row is `{"id", "messages": [system?, user "<image>...<image>question", assistant answer], "images": [paths
 relative to the repo]}`; ms-swift resolves the paths from the repo root, where the stages run, so the files stay
-portable between machines. Readers: stages/readers.py, table.py, label_map.py, jsonl_rows.py; checks:
-stages/validate.py; splits: stages/splits.py.
+portable between machines. The formats: stages/dataset/formats/; checks: stages/dataset/checks.py; splits:
+stages/dataset/split.py.
 """
 from __future__ import annotations
 
@@ -19,12 +19,11 @@ from typing import Iterable, Iterator, TextIO
 from tqdm import tqdm
 
 from stages.common import ROOT, atomic_dir, count, setup_logging, stage_params
-from stages.jsonl_rows import read_jsonl
-from stages.label_map import read_filename
-from stages.readers import Place, Record, detect_format, inputs, system_prompt
-from stages.splits import class_label, imbalance_warning, leakage_warning, split, stratified_split
-from stages.table import read_table
-from stages.validate import Checker, DataError, large_image_warning, pixel_budget
+from stages.dataset.checks import Checker, DataError, large_image_warning, pixel_budget
+from stages.dataset.formats import detect, reader
+from stages.dataset.records import Place, Record
+from stages.dataset.sources import inputs, system_prompt
+from stages.dataset.split import class_label, imbalance_warning, leakage_warning, split, stratified_split
 
 OUT = ROOT / "data" / "dataset"
 log = logging.getLogger("build")
@@ -33,17 +32,14 @@ log = logging.getLogger("build")
 def records(fmt: str, path: Path, cfg: dict, place: Place, problems: list[str],
             exclude: set[Path]) -> Iterator[Record]:
     """The records of one labels file (or image folder) in format `fmt`."""
-    if fmt == "filename" and not path.is_dir():
-        problems.append(f"{place.rel(path)}: format filename expects data.labels to name the image folder")
-    elif fmt != "filename" and path.is_dir():
+    fmt_module = reader(fmt)
+    if fmt_module.FOLDER and not path.is_dir():
+        problems.append(f"{place.rel(path)}: format {fmt} expects data.labels to name the image folder")
+    elif not fmt_module.FOLDER and path.is_dir():
         problems.append(f"{place.rel(path)} is a folder; format {fmt} expects a labels file "
                         "(for labels in image file names, set data.format: filename)")
-    elif fmt == "filename":
-        yield from read_filename(path, cfg, place, problems, exclude)
-    elif fmt == "table":
-        yield from read_table(path, cfg, place, problems)
     else:
-        yield from read_jsonl(fmt, path, cfg, place, problems)
+        yield from fmt_module.read(path, cfg, place, problems, exclude)
 
 
 def check_all(fmt: str, paths: dict[str, Path], cfg: dict, place: Place, checker: Checker,
@@ -92,7 +88,7 @@ def build_dataset(cfg: dict, model: dict, seed: int, spool: TextIO,
     if problems or "labels" not in paths:
         raise DataError(f"{count(len(problems), 'problem')} in the data params (nothing was written):\n  "
                         + "\n  ".join(problems))
-    fmt = detect_format(paths["labels"]) if cfg["format"] == "auto" else cfg["format"]
+    fmt = detect(paths["labels"]) if cfg["format"] == "auto" else cfg["format"]
     checker = Checker(place, pixel_budget(model))
     sizes, digests, labels = check_all(fmt, paths, cfg, place, checker, spool)
     log.info("%s read (format %s), %s checked", count(len(digests), "sample"), fmt,

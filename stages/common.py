@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,10 @@ from pathlib import Path
 from typing import Iterator
 
 import yaml
+
+from stages.params import validate
+from stages.params.load import read_yaml
+from stages.params.tree import project
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS_FILE = ROOT / "params.yaml"
@@ -27,25 +30,8 @@ def setup_logging() -> None:
                         datefmt="%H:%M:%S")
 
 
-class ParamsLoader(yaml.SafeLoader):
-    """YAML 1.1 reads `3e-05` (no dot) as a string, and that is how `dvc exp run -S train.learning_rate=3e-5`
-    writes a small float into params.yaml; YAML 1.2 (and DVC's own parser) read it as a float, as here."""
-
-
-ParamsLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
-
-
-def read_yaml(path: Path):
-    with open(path, encoding="utf-8") as f:
-        return yaml.load(f, Loader=ParamsLoader)
-
-
 def load_params(path: Path = PARAMS_FILE) -> dict:
     """The whole params.yaml, checked against the schema (every problem reported at once)."""
-    from stages.schema import validate
-
     return validate(read_yaml(path) or {})
 
 
@@ -54,18 +40,6 @@ def declared_params(stage: str, dvc_yaml: Path = ROOT / "dvc.yaml") -> list[str]
     with open(dvc_yaml, encoding="utf-8") as f:
         spec = yaml.safe_load(f)["stages"][stage]
     return [k for k in spec.get("do", spec).get("params", []) if isinstance(k, str)]
-
-
-def project(params: dict, keys: list[str]) -> dict:
-    """Only the dotted `keys` of `params`, nested as in params.yaml."""
-    out: dict = {}
-    for key in keys:
-        *parents, leaf = key.split(".")
-        src, dst = params, out
-        for part in parents:
-            src, dst = src[part], dst.setdefault(part, {})
-        dst[leaf] = src[leaf]
-    return out
 
 
 def stage_params(stage: str) -> dict:

@@ -64,7 +64,7 @@ def download(model_id: str, revision: str, dst: Path) -> None:
 def obtain(cfg: dict, seed: int, dst: Path) -> None:
     """Fill `dst` with the model from its source, then check it is complete and runs no foreign code."""
     if cfg["source"] == "builtin":
-        from stages.tiny_qwen import build_tiny_qwen2_vl, build_tiny_qwen3_vl
+        from stages.tiny_model.build import build_tiny_qwen2_vl, build_tiny_qwen3_vl
         build = build_tiny_qwen2_vl if cfg["model_type"] == "qwen2_vl" else build_tiny_qwen3_vl
         build(dst, seed, **cfg["builtin"])
     elif cfg["source"] == "local":

@@ -7,7 +7,7 @@
   metrics/plots/<which>/errors.csv           predicted - expected per numeric prediction and numeric field
   metrics/worst_<which>.md                   the worst predictions, with links to their images
 
-The scoring itself (parsing, field types, Wilson intervals) is in stages/metrics.py.
+The scoring itself (parsing, field types, Wilson intervals) is in stages/scoring/.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 from stages.common import ROOT, count, read_jsonl, setup_logging, stage_params, to_csv, write_atomic, write_json
-from stages.metrics import (is_number, label, parse_answer, references, resolve_fields, score, value, worst,
-                             wrong_fields)
+from stages.scoring.answers import is_number, label, parse_answer, value
+from stages.scoring.fields import references, resolve_fields
+from stages.scoring.measures import score, worst, wrong_fields
 
 log = logging.getLogger("score")
 

@@ -7,11 +7,12 @@ import pytest
 from PIL import Image
 
 from stages.build import DataError
-from stages.label_map import decode, parse_label_map
-from stages.readers import Place, detect_format, swift_row
-from stages.splits import class_label, imbalance_warning, split, stratified_split
-from stages.table import typed
-from stages.validate import check_messages, inspect_image, pixel_budget, resolve_image
+from stages.dataset.checks import check_messages, inspect_image, pixel_budget, resolve_image
+from stages.dataset.formats import detect
+from stages.dataset.formats.filename import decode, parse_label_map
+from stages.dataset.formats.table import typed
+from stages.dataset.records import Place, swift_row
+from stages.dataset.split import class_label, imbalance_warning, split, stratified_split
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LABEL_MAP = {"mapping_type": "positional",
@@ -160,4 +161,4 @@ def test_imbalance_warning():
                                                 ("qa_jsonl", "train.jsonl", "qa_jsonl"),
                                                 ("swift_jsonl", "data.jsonl", "swift_jsonl")])
 def test_detect_format(fixture, labels, fmt):
-    assert detect_format(FIXTURES / fixture / "data" / labels) == fmt
+    assert detect(FIXTURES / fixture / "data" / labels) == fmt

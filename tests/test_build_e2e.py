@@ -10,13 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.params.tree import merge
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-
-
-def merge(base: dict, over: dict) -> dict:
-    return {k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-            for k, v in {**base, **over}.items()}
 
 
 def repo_copy(tmp_path: Path, fixture: str) -> Path:

@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 from stages.build import DataError, build_dataset
-from stages.common import PARAMS_FILE, read_yaml
-from stages.profile import merge
-from stages.schema import Data
+from stages.common import PARAMS_FILE
+from stages.params.load import read_yaml
+from stages.params.tree import merge
+from stages.params.schema import Data
 
 MODEL = {"model_type": "qwen3_vl", "image_max_token_num": 4}
 _colours = itertools.count(1)

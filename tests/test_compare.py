@@ -4,7 +4,8 @@ import json
 import pytest
 from scipy.stats import binomtest
 
-from stages.compare import compare, file_stem, markdown, paired_binary, paired_errors
+from stages.compare import compare, file_stem, markdown
+from stages.scoring.paired import paired_binary, paired_errors
 
 SPECS = {"direction": {"type": "categorical", "tolerance": 0}, "distance": {"type": "numeric", "tolerance": 1},
          "analysis": {"type": "text", "tolerance": 0}}

@@ -114,7 +114,7 @@ def test_a_failed_run_keeps_the_previous_data(tmp_path, monkeypatch):
     ("full_well", None, "synth.full_well: Input should be a valid integer, got None"),
 ])
 def test_bad_synth_params_name_the_key_and_the_valid_range(params, key, value, message):
-    from stages.schema import ParamsError, validate
+    from stages.params import ParamsError, validate
     params["synth"][key] = value
     with pytest.raises(ParamsError, match=re.escape(message)):
         validate(params)

@@ -1,7 +1,8 @@
 import pytest
 
-from stages.common import declared_params, project
-from stages.schema import ParamsError, validate
+from stages.common import declared_params
+from stages.params.tree import project
+from stages.params import ParamsError, validate
 
 
 def test_repository_params_are_valid(params):
@@ -73,7 +74,7 @@ def test_a_missing_key_is_an_error_that_names_it(params):
 def test_the_schema_holds_no_default_values():
     from pydantic_core import PydanticUndefined
 
-    from stages import schema
+    from stages.params import schema
 
     sections = [c for c in vars(schema).values() if isinstance(c, type) and issubclass(c, schema.Section)]
     defaults = [f"{c.__name__}.{name}" for c in sections for name, field in c.model_fields.items()
@@ -93,7 +94,7 @@ def test_the_schema_holds_no_default_values():
     ({"train.tuner_type": "full", "train.quant_bits": 4}, "train.quant_bits needs train.tuner_type 'lora'"),
 ])
 def test_a_knob_that_would_do_nothing_is_refused(params, changes, message):
-    from stages.profile import set_dotted
+    from stages.params.tree import set_dotted
 
     for key, value in changes.items():
         set_dotted(params, key, value, strict=True)
@@ -129,7 +130,7 @@ def test_a_change_that_would_do_nothing_is_refused(params, changes, message):
     """Against the committed params.yaml (what `dvc exp run -S` changes): a knob changed where it has no effect."""
     import copy
 
-    from stages.profile import set_dotted
+    from stages.params.tree import set_dotted
 
     committed = copy.deepcopy(params)
     for key, value in changes.items():
@@ -171,9 +172,9 @@ def test_check_params_compares_with_the_committed_params(tmp_path):
     changed = text.replace("tuner_type: lora ", "tuner_type: full ").replace("rank: 8 ", "rank: 32 ")
     assert changed.count("32") > text.count("32")
     (tmp_path / "params.yaml").write_text(changed, encoding="utf-8")
-    r = subprocess.run([sys.executable, "-m", "stages.schema"], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1 and "lora.rank changed (8 -> 32) but train.tuner_type is full" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     shutil.rmtree(tmp_path / ".git")
-    r = subprocess.run([sys.executable, "-m", "stages.schema"], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -11,7 +11,7 @@ import yaml
 from tests.workspace import clone, commit, ran, set_params, sh
 from tests.workspace import stale as would_run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +87,10 @@ def test_second_repro_is_a_fast_no_op(reproduced):
 def test_predict_and_merge_commands(reproduced):
     repo = reproduced
     row = json.loads((repo / "data/dataset/test.jsonl").read_text(encoding="utf-8").splitlines()[0])
-    out = sh("python", "-m", "stages.predict", *row["images"], cwd=repo).stdout
+    out = sh("python", "-m", "stages.commands.predict", *row["images"], cwd=repo).stdout
     answer = json.loads(out)                                         # stdout is the answer alone
     assert answer["parse_status"] in {"ok", "repaired", "failed"} and answer["response"]
-    sh("python", "-m", "stages.merge", cwd=repo)                      # the default's adapter -> a whole model
+    sh("python", "-m", "stages.commands.merge", cwd=repo)                      # the default's adapter -> a whole model
     assert (repo / "models/merged/model.safetensors").is_file() and (repo / "models/merged/config.json").is_file()
     assert "models/merged" not in sh("git", "status", "--porcelain", cwd=repo).stdout
 
@@ -156,7 +156,7 @@ def test_full_fine_tuning_stays_an_experiment(reproduced):
     assert set(ran(out)) == {"check_params", "train", "infer_finetuned", "score@finetuned", "compare"}
     assert (repo / "models/adapter/model.safetensors").is_file()
     assert not (repo / "models/adapter/adapter_config.json").exists()
-    merge = sh("python", "-m", "stages.merge", cwd=repo, check=False)
+    merge = sh("python", "-m", "stages.commands.merge", cwd=repo, check=False)
     assert merge.returncode != 0 and "already is the whole model" in merge.stdout + merge.stderr
 
 

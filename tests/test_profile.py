@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from stages.common import PARAMS_FILE, load_params
-from stages.profile import flatten, merge, set_options
-from stages.schema import ParamsError, validate
+from stages.commands.profile import set_options
+from stages.params.tree import flatten, merge
+from stages.params import ParamsError, validate
 from tests.conftest import ROOT
 
 
@@ -21,7 +22,7 @@ def gpu_profile() -> dict:
 
 
 def run_profile(path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.profile", str(path)], cwd=ROOT, text=True,
+    return subprocess.run([sys.executable, "-m", "stages.commands.profile", str(path)], cwd=ROOT, text=True,
                           capture_output=True, timeout=120)
 
 
@@ -99,7 +100,7 @@ def test_cli_refuses_a_bad_profile_naming_the_key(tmp_path):
 
 
 def test_dvc_parses_the_options(gpu_profile):
-    """`dvc exp run $(python -m stages.profile params-gpu.yaml)`: the shell splits the output into words (no
+    """`dvc exp run $(python -m stages.commands.profile params-gpu.yaml)`: the shell splits the output into words (no
     quote removal), and DVC's argument parser must take every word as one --set-param."""
     from dvc.cli import parse_args
 
@@ -129,6 +130,6 @@ def test_dvc_applies_the_options_as_the_profile(tmp_path, gpu_profile):
 
 def test_dvc_applies_a_small_learning_rate(tmp_path, gpu_profile):
     """A profile for a larger model with a smaller learning rate (3.0e-5) must survive the round trip too: DVC
-    writes it as `3e-05`, which plain PyYAML (YAML 1.1) would read as a string (stages.common.ParamsLoader)."""
+    writes it as `3e-05`, which plain PyYAML (YAML 1.1) would read as a string (stages.params.load.ParamsLoader)."""
     profile = merge(gpu_profile, {"train": {"learning_rate": 3.0e-5}})
     assert apply_with_dvc(tmp_path, profile)["train"]["learning_rate"] == pytest.approx(3.0e-5)

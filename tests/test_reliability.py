@@ -22,7 +22,7 @@ import yaml
 
 from tests.workspace import ENV, clone, commit, ran, set_params, sh, stale
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 SMALL = {"synth.num_samples": 40, "train.num_train_epochs": 1, "train.per_device_train_batch_size": 4,
          "train.eval_steps": 2, "train.logging_steps": 1, "train.tuner_type": "lora"}   # a small adapter to checkpoint
 OUTS = {"model": ["models/base"], "train": ["models/adapter", "metrics/train.json"],

@@ -1,10 +1,11 @@
-"""Scoring of model answers (stages/metrics.py): a table of real-looking outputs with their expected parse
+"""Scoring of model answers (stages/scoring/): a table of real-looking outputs with their expected parse
 and per-field verdicts, then each metric on small hand-counted cases."""
 import pytest
 from scipy.stats import binomtest
 
-from stages.metrics import (MISSING, confusion_matrix, derive_fields, normalise_text, parse_answer, resolve_fields,
-                            score, wilson, worst, wrong_fields)
+from stages.scoring.answers import MISSING, normalise_text, parse_answer
+from stages.scoring.fields import derive_fields, resolve_fields
+from stages.scoring.measures import confusion_matrix, score, wilson, worst, wrong_fields
 
 REF = {"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7}
 SPECS = {"analysis": {"type": "text", "tolerance": 0}, "direction": {"type": "categorical", "tolerance": 0},

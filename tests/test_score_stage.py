@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.schema import ParamsError, validate
-from stages.score import plot_tables, references, to_csv, worst_markdown, worst_table
+from stages.params import ParamsError, validate
+from stages.common import to_csv
+from stages.score import plot_tables, worst_markdown, worst_table
+from stages.scoring.fields import references
 from tests.conftest import ROOT
 
 REF = {"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7}

@@ -7,17 +7,30 @@ import subprocess
 import pytest
 from safetensors import safe_open
 
-from bench.speed import SMOKE, prepare
-from stages.common import load_params
-from stages.profile import merge
+from stages.common import load_params, write_jsonl
+from stages.dataset.records import swift_row
+from stages.generate import generate
+from stages.params.tree import merge
+from stages.tiny_model.build import build_tiny_qwen3_vl
 from stages.train import launch_env, sft_argv
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """models/base (tiny Qwen3-VL) and data/dataset/{train,val}.jsonl laid out like the repository."""
+    """models/base (a random tiny Qwen3-VL) and data/dataset/{train,val}.jsonl (24 synthetic 64 px pairs) laid out
+    like the repository, since the argv builders use repository-relative paths."""
     work = tmp_path_factory.mktemp("variants")
-    prepare(work, SMOKE, 42)
+    (work / "models/base").mkdir(parents=True)
+    build_tiny_qwen3_vl(work / "models/base", 42, embed_std=0.02)
+    params = load_params()
+    rows = generate(work / "data/raw", {**params["synth"], "num_samples": 24, "image_size": 64}, 42)
+    jsonl = [swift_row(r["id"], [f"data/raw/{r['image_1']}", f"data/raw/{r['image_2']}"], params["data"]["prompt"],
+                       json.dumps({k: r[k] for k in ("analysis", "direction", "distance")}, ensure_ascii=False), "")
+             for r in rows]
+    write_jsonl(work / "data/dataset/train.jsonl", jsonl)
+    write_jsonl(work / "data/dataset/val.jsonl", jsonl[:8])
     return work
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.profile import set_dotted
+from stages.params.tree import set_dotted
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -14,13 +14,13 @@ from bench import shapes
 from bench.speed import (FULL, PARTS, SMOKE, batch_rate, bench_params, median_rate, steady_rate, swift_step_times,
                          swift_usage)
 from stages.common import read_jsonl
-from stages.schema import validate
+from stages.params import validate
 from tests.conftest import ROOT
 from tests.workspace import ENV
 
 
 def meta_qwen3_vl(s: dict):
-    """Qwen3-VL built from a bench shape the way stages.tiny_qwen.build_tiny_qwen3_vl configures it, on the meta
+    """Qwen3-VL built from a bench shape the way stages.tiny_model.build.build_tiny_qwen3_vl configures it, on the meta
     device (no memory, no init time): only the modules' shapes are real."""
     import torch
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
@@ -224,6 +224,7 @@ def smoke(tmp_path_factory):
             "work": tmp / "work", "seconds": seconds}
 
 
+@pytest.mark.slow
 def test_smoke_measures_every_part(smoke):
     results = smoke["results"]
     assert "failed" not in results, results.get("failed")
@@ -235,12 +236,14 @@ def test_smoke_measures_every_part(smoke):
     assert results["tokens"]["train"] > results["tokens"]["prompt"] > 0
 
 
+@pytest.mark.slow
 def test_smoke_rates_are_positive(smoke):
     """Every rate the table shows is a positive throughput."""
     parts = smoke["results"]["parts"]
     assert {n: p["samples_per_s"] for n, p in parts.items() if p["samples_per_s"] <= 0} == {}
 
 
+@pytest.mark.slow
 def test_smoke_swift_infer_is_clocked_per_batch(smoke):
     """bench/time_infer.py clocks every batch of the real `swift infer`, and the generated tokens come from the
     usage line swift logs (SMOKE: 3 batches of 4, up to 8 new tokens each)."""
@@ -257,6 +260,7 @@ def test_smoke_swift_infer_is_clocked_per_batch(smoke):
     assert "encode" in smoke["report"].read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_smoke_swift_slow_and_gpu_agree_on_the_loss(smoke):
     """The benchmark's claim that its two swift configurations train the same thing: same data, same global
     batch, so the same loss at step 1 (later steps drift only by float summation order)."""
@@ -269,12 +273,14 @@ def test_smoke_swift_slow_and_gpu_agree_on_the_loss(smoke):
     assert parts["swift_slow"]["global_batch"] == parts["swift_gpu"]["global_batch"]
 
 
+@pytest.mark.slow
 def test_smoke_step_times_come_from_real_swift_logs(smoke):
     """swift_step_times on ms-swift's own logging.jsonl: one time per step, increasing."""
     times = swift_step_times(read_jsonl(smoke["work"] / "out/swift_gpu/logging.jsonl"))
     assert len(times) == SMOKE["gpu_steps"] and times == sorted(times) and times[0] > 0
 
 
+@pytest.mark.slow
 def test_smoke_report_has_a_row_per_part(smoke):
     report = smoke["report"].read_text(encoding="utf-8")
     for name, part in smoke["results"]["parts"].items():

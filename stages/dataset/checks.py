@@ -1,5 +1,5 @@
 """Checks of the build stage: every image path and file, every row's messages, unique ids; and the warning
-about images over the pixel budget (the split's warnings are in stages/splits.py).
+about images over the pixel budget (the split's warnings are in stages/dataset/split.py).
 
 Images are checked one at a time and only a digest and a size are kept, so memory does not grow with them.
 PNG: `verify()` walks every chunk and its CRC (a truncated file fails) without inflating the pixels; other
@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
-from stages.readers import Place, Record
+from stages.dataset.records import Place, Record
 
 FORMATS = "JPEG, PNG, WEBP, BMP, GIF or TIFF"
 PATCH_PX = {"qwen3_vl": 16 * 2, "qwen2_5_vl": 14 * 2, "qwen2_vl": 14 * 2}   # vision patch x spatial merge

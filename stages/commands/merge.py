@@ -1,4 +1,4 @@
-"""Command (not a DVC stage): `python -m stages.merge` merges the LoRA adapter into the base model
+"""Command (not a DVC stage): `python -m stages.commands.merge` merges the LoRA adapter into the base model
 (`swift export --merge_lora true`) -> models/merged, a plain model directory for deployment or
 quantized export. Run it after `dvc repro`; it reads the same params as inference.
 """

@@ -2,7 +2,7 @@
 scale, and a vision tower that has learnt to see blur and brightness in generic scenes.
 
 Why: a real Qwen3-VL comes to fine-tuning with a pretrained vision tower; a random tiny one does not, and
-then cannot learn within a CPU budget to compare the blur of two microscope images (bench/README.md,
+then cannot learn within a CPU budget to compare the blur of two microscope images (bench/FINDINGS.md,
 "What the tiny model can learn": chance in every recipe; 98 % direction once the vision tower is pretrained
 this way). The scenes are not the microscope generator's specimens and never come in pairs, so the
 fine-tune still has to learn the task: which image is sharper, and how far from focus.

@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from stages.common import count
-from stages.validate import DataError, ImageInfo
+from stages.dataset.checks import DataError, ImageInfo
 
 
 def split(n: int, val_ratio: float, test_ratio: float, seed: int) -> dict[str, list[int]]:

@@ -1,4 +1,4 @@
-"""The `filename` format (seed 002): labels encoded in image file names through a positional label map.
+"""The `filename` format: labels encoded in image file names through a positional label map.
 
 The label code is the file name up to the first `data.label_separator` (`130_x.jpg` -> `130`); its i-th
 character is looked up in `positions[i].map`, and `defaults` are added after the positional fields:
@@ -15,10 +15,15 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from stages.readers import Place, Record, answer_text, swift_row
+from stages.dataset.records import Place, Record, answer_text, swift_row
 
 log = logging.getLogger("build")
 Positions = list[tuple[str, dict]]
+FOLDER = True
+
+
+def detects(path: Path, first) -> bool:
+    return path.is_dir()
 
 
 def parse_label_map(spec, where: str) -> tuple[Positions, dict, list[str]]:
@@ -88,7 +93,7 @@ def read_label_map(path: Path, where: str) -> tuple[Positions, dict, list[str]]:
         return [], {}, [f"{where}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})"]
 
 
-def read_filename(folder: Path, cfg: dict, place: Place, problems: list[str], exclude: set[Path]) -> Iterator[Record]:
+def read(folder: Path, cfg: dict, place: Place, problems: list[str], exclude: set[Path]) -> Iterator[Record]:
     """One record per image file under `folder`; its id is the path under the folder without the suffix."""
     map_path = Path(os.path.normpath(place.raw_dir / cfg["label_map"]))
     if not map_path.is_relative_to(place.raw_dir):

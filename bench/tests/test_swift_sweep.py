@@ -23,6 +23,7 @@ def test_variant_keys_go_to_params_or_to_the_command_line():
         variant_params(base, {"train.freez_vit": False})
 
 
+@pytest.mark.slow
 def test_small_sweep_on_the_cpu(tmp_path):
     out = tmp_path / "rows.jsonl"
     sweep = [sys.executable, "-m", "bench.swift_sweep", "--seeds", "3", "--work", str(tmp_path / "w"),

@@ -9,10 +9,16 @@ from typing import Iterator
 
 import pandas as pd
 
-from stages.readers import Place, Record, answer_text, is_empty, jsonl_objects, swift_row, text_lines
+from stages.dataset.records import Place, Record, answer_text, is_empty, swift_row
+from stages.dataset.sources import jsonl_objects, text_lines
 
 INT = r"[+-]?(0|[1-9]\d*)"
 FLOAT = r"[+-]?((0|[1-9]\d*)(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
+FOLDER = False
+
+
+def detects(path: Path, first) -> bool:
+    return path.suffix in (".csv", ".tsv")
 
 
 def csv_record_lines(path: Path, sep: str, where: str, problems: list[str]) -> list[int]:
@@ -80,7 +86,7 @@ def table_record(rec: dict, where: str, default_id: str, cfg: dict, problems: li
     return Record(where, swift_row(sid, images, question, answer_text(answer), system))
 
 
-def read_table(path: Path, cfg: dict, place: Place, problems: list[str]) -> Iterator[Record]:
+def read(path: Path, cfg: dict, place: Place, problems: list[str], exclude: set[Path]) -> Iterator[Record]:
     """Rows of a .csv/.tsv/.jsonl table. JSONL values keep their JSON types; CSV/TSV cells are typed per column
     (`typed`); rows without an id column get `<file stem>-<line>`."""
     cols, where = cfg["columns"], place.rel(path)

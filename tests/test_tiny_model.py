@@ -1,16 +1,21 @@
 """The tiny Qwen3-VL (and Qwen2-VL) is the real thing (loads, tokenises like Qwen, runs on two images)
-and byte-reproducible, because DVC hashes the directory it is built into."""
+and byte-reproducible, because DVC hashes the directory it is built into; its optional start (trained-scale
+weights, a vision tower pretrained on generic blur) changes what it says and nothing else."""
+import copy
 import hashlib
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from stages.tiny_qwen import (CHAT_TEMPLATE, QWEN2_VL_CHAT_TEMPLATE, build_tiny_qwen2_vl,  # noqa: E402
-                              build_tiny_qwen3_vl)
+from stages.tiny_model.build import build_tiny_qwen2_vl, build_tiny_qwen3_vl  # noqa: E402
+from stages.tiny_model.chat_templates import CHAT_TEMPLATE, QWEN2_VL_CHAT_TEMPLATE  # noqa: E402
+from stages.tiny_model.vision import fan_in_init, generic_image, pretrain_vision  # noqa: E402
 
 ANSWER = json.dumps({"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7}, ensure_ascii=False)
 PROMPT = "请分析这两张连续的显微镜图像，并以JSON格式输出电机应该移动的方向、步数和分析过程。"
@@ -110,7 +115,7 @@ def test_embedding_has_a_trained_models_logit_scale(model_dir):
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from stages.tiny_qwen import EMBED_STD
+    from stages.tiny_model.build import EMBED_STD
 
     weights = load_file(model_dir / "model.safetensors")
     emb = next(w for name, w in weights.items() if name.endswith("embed_tokens.weight"))
@@ -162,3 +167,35 @@ def test_pretrained_start_is_reproducible_and_changes_only_what_it_says(tmp_path
     q = next(k for k in w0 if "visual" not in k and k.endswith("q_proj.weight"))
     assert q in changed and 0.5 < w1[q].std().item() * w1[q].shape[1] ** 0.5 < 2   # N(0, 1/fan_in)
     assert not any("embed_tokens" in k for k in changed)
+
+
+def test_fan_in_init_scale_and_embeddings_kept():
+    net = torch.nn.ModuleDict({"embed_tokens": torch.nn.Embedding(50, 256), "proj": torch.nn.Linear(256, 512)})
+    embed = net["embed_tokens"].weight.detach().clone()
+    assert fan_in_init(net, 2.0, seed=0) == 1
+    assert torch.equal(net["embed_tokens"].weight, embed)
+    assert net["proj"].weight.std().item() == pytest.approx(2.0 / 256 ** 0.5, rel=0.02)
+
+
+def test_generic_image_blur_target_matches_the_image():
+    """The pretraining's target is the blur actually applied: a larger log(sigma) means less fine detail."""
+    rng = np.random.default_rng(0)
+    images = [generic_image(rng, 64) for _ in range(64)]
+    assert all(x.shape == (64, 64) and x.dtype == np.uint8 for x, _ in images)
+    log_sigma = np.array([t[0] for _, t in images])
+    assert np.log(0.3) <= log_sigma.min() and log_sigma.max() <= np.log(8)
+    detail = np.array([np.abs(np.diff(x.astype(float), axis=1)).mean() for x, _ in images])
+    assert np.corrcoef(log_sigma, np.log(detail + 1e-3))[0, 1] < -0.5
+
+
+def test_pretrain_vision_trains_the_vision_tower_only(tmp_path):
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+    build_tiny_qwen3_vl(tmp_path, seed=0)
+    proc = AutoProcessor.from_pretrained(tmp_path)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tmp_path)
+    vit, lm = (copy.deepcopy(m.state_dict()) for m in (model.model.visual, model.model.language_model))
+    r2 = pretrain_vision(model, proc.image_processor, steps=3, seed=0, n_images=32, bs=8)
+    assert set(r2) == {"log_sigma", "mean"} and all(v <= 1 for v in r2.values())
+    assert not torch.equal(vit["patch_embed.proj.weight"], model.model.visual.state_dict()["patch_embed.proj.weight"])
+    assert all(torch.equal(v, model.model.language_model.state_dict()[k]) for k, v in lm.items())

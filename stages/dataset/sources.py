@@ -1,53 +1,14 @@
-"""Readers of the build stage's input formats (docs/data-formats.md). Each streams `Record`s - an ms-swift row
-and where it came from - and appends what is wrong to a shared `problems` list instead of stopping.
-
-  table        stages/table.py: CSV/TSV or JSONL with column roles in data.columns
-  filename     stages/label_map.py: an image folder whose names encode the labels (seed 002)
-  qa_jsonl     stages/jsonl_rows.py: one `{image | images, question, answer, system?, id?}` per line (seed 003)
-  swift_jsonl  stages/jsonl_rows.py: ms-swift rows `{messages, images, ...}`, passed through
-
-Image paths stay as written (relative to data.raw_dir); stages/validate.py checks and rewrites them.
-"""
+"""The files the data params name, read line by line: problems are collected, never raised, so one run reports
+them all (each as `file:line: what is wrong; what is expected`)."""
 from __future__ import annotations
 
 import codecs
 import json
 import os
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
-
-class Place(NamedTuple):
-    root: Path      # the repository root: output image paths are relative to it
-    raw_dir: Path   # data.raw_dir, absolute: input paths are relative to it
-
-    def rel(self, path: Path) -> str:
-        return Path(path).relative_to(self.root).as_posix()
-
-
-class Record(NamedTuple):
-    where: str      # "data/raw/labels.csv:12" (file:line), or the image file for the filename format
-    row: dict       # {"id", "messages", "images", ...}
-
-
-def swift_row(sid: str, images: list, question: str, answer: str, system: str) -> dict:
-    """An ms-swift row: one <image> tag per image before the question, unless the question places its own."""
-    user = question if "<image>" in question else "<image>" * len(images) + question
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-    return {"id": sid, "messages": messages, "images": list(images)}
-
-
-def answer_text(answer) -> str:
-    """The assistant's text: a string as it is, anything else (a JSON object, a number) as compact JSON."""
-    return answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
-
-
-def is_empty(value) -> bool:
-    """None, NaN (pandas' empty cell) or blank text."""
-    if isinstance(value, str):
-        return not value.strip()
-    return value is None or (isinstance(value, float) and value != value)
+from stages.dataset.records import Place
 
 
 def text_lines(path: Path, where: str, problems: list[str]) -> Iterator[tuple[int, str]]:
@@ -79,19 +40,6 @@ def jsonl_objects(path: Path, where: str, problems: list[str]) -> Iterator[tuple
         yield n, obj
 
 
-def detect_format(path: Path) -> str:
-    """`data.format: auto`: a folder -> filename; .csv/.tsv -> table; JSONL by the keys of its first row."""
-    if path.is_dir():
-        return "filename"
-    if path.suffix in (".csv", ".tsv"):
-        return "table"
-    for _, obj in jsonl_objects(path, str(path), []):
-        if "messages" in obj:
-            return "swift_jsonl"
-        return "qa_jsonl" if "answer" in obj and ("image" in obj or "images" in obj) else "table"
-    return "table"
-
-
 def inputs(cfg: dict, place: Place) -> tuple[dict[str, Path], list[str]]:
     """The files named in data.labels/test_labels/system_file, each checked to exist inside data.raw_dir
     (the stage's only data dep)."""
@@ -111,7 +59,7 @@ def inputs(cfg: dict, place: Place) -> tuple[dict[str, Path], list[str]]:
 
 
 def system_prompt(path: Path, where: str) -> tuple[str, list[str]]:
-    """data.system_file's text (seed 002's prompt file): plain text, or JSON {"system_prompt": "..."}."""
+    """data.system_file's text (a prompt file): plain text, or JSON {"system_prompt": "..."}."""
     try:
         text = path.read_text(encoding="utf-8-sig").strip()
     except UnicodeDecodeError:

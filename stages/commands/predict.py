@@ -1,6 +1,6 @@
 """Command (not a DVC stage): the model's answer for one set of images, from the command line.
 
-    python -m stages.predict data/raw/images/000017_1.png data/raw/images/000017_2.png [--base]
+    python -m stages.commands.predict data/raw/images/000017_1.png data/raw/images/000017_2.png [--base]
 
 Same prompt (data.prompt / data.system), same `swift infer` flags and the same answer parsing as the
 pipeline, so what it prints is what the test-set scoring would have seen.
@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 from stages.common import load_params, read_jsonl, run, swift_env, write_jsonl
+from stages.dataset.records import swift_row
 from stages.infer import adapter_trained, infer_argv
-from stages.metrics import parse_answer
-from stages.readers import swift_row
+from stages.scoring.answers import parse_answer
 
 
 def request(images: list[Path], question: str, system: str) -> dict:
@@ -27,7 +27,7 @@ def request(images: list[Path], question: str, system: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m stages.commands.predict", description=__doc__.split("\n\n")[0])
     ap.add_argument("images", nargs="+", type=Path, help="image files, in the order the prompt expects")
     ap.add_argument("--base", action="store_true", help="ask the base model, without the adapter")
     ap.add_argument("--question", help="instead of data.prompt from params.yaml")

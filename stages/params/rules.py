@@ -1,0 +1,99 @@
+"""Rules between keys of params.yaml, which the per-key schema (stages/params/schema.py) cannot state.
+
+Absolute rules: a value that cannot work or does nothing given another key (`train.vit_lr` with a frozen vision
+tower). Inert changes: a key changed against the committed params.yaml while another key makes it do nothing
+(`lora.rank` changed while `train.tuner_type` is full); only the change says so, so these need the reference.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from stages.params.tree import flatten
+
+
+def rule_problems(p: dict) -> list[str]:
+    """Cross-field rules on the raw params: each yields its problem or nothing. A rule whose keys are missing or
+    mistyped is skipped: the schema already reports those keys."""
+    m, d, t, s = (p.get(k) if isinstance(p.get(k), dict) else {} for k in ("model", "data", "train", "score"))
+    rules: list[Callable[[], str | None]] = [
+        lambda: "model.source is 'local', so model.local_dir must name a model directory"
+        if m["source"] == "local" and not m["local_dir"] else None,
+        lambda: "model.source 'builtin' builds a tiny Qwen3-VL or Qwen2-VL: model.model_type must be 'qwen3_vl' or "
+                f"'qwen2_vl', got {m['model_type']!r}"
+        if m["source"] == "builtin" and m["model_type"] not in ("qwen3_vl", "qwen2_vl") else None,
+        lambda: "model.model_type 'qwen2_vl' needs model.template 'qwen2_vl' (ms-swift would otherwise not tell it "
+                f"from qvq), got {m['template']!r}"
+        if m["model_type"] == "qwen2_vl" and m["template"] != "qwen2_vl" else None,
+        lambda: f"data.val_ratio + data.test_ratio must be < 1 (leave data to train on), got {d['val_ratio']} + "
+                f"{d['test_ratio']}" if d["val_ratio"] + d["test_ratio"] >= 1 else None,
+        lambda: "data.system and data.system_file are both set; set one of them"
+        if d["system"] and d["system_file"] else None,
+        lambda: f"data.stratify {d['stratify']!r} must be one of data.columns.answer "
+                f"({', '.join(d['columns']['answer'])}) for format table"
+        if d["format"] == "table" and d["stratify"] and d["stratify"] not in d["columns"]["answer"] else None,
+        lambda: "train.padding_free needs train.attn_impl flash_attn or flash_attention_3 (flash-attn installed); "
+                f"got attn_impl {t['attn_impl']!r}" if t["padding_free"] and not t["attn_impl"].startswith("flash")
+        else None,
+        lambda: "train.quant_bits needs train.tuner_type 'lora' (QLoRA trains adapters on a quantized base)"
+        if t["quant_bits"] and t["tuner_type"] != "lora" else None,
+        lambda: f"train.freeze_parameters {t['freeze_parameters']} has no effect with train.tuner_type lora (LoRA "
+                "keeps every base weight frozen; ms-swift reads it only when training in full); set "
+                "train.freeze_parameters: [] or train.tuner_type: full"
+        if t["tuner_type"] == "lora" and t["freeze_parameters"] else None,
+        *(lambda part=part: f"train.{part}_lr has no effect while train.freeze_{part} is true (the "
+                            f"{'vision tower' if part == 'vit' else 'aligner'} is not trained); set "
+                            f"train.freeze_{part}: false or train.{part}_lr: null"
+          for part in ("vit", "aligner") if t.get(f"{part}_lr") is not None and t.get(f"freeze_{part}")),
+        lambda: f"score.tolerance: {', '.join(bad)} not numeric in score.fields; numeric fields: "
+                f"{', '.join(f for f, k in s['fields'].items() if k == 'numeric') or 'none'}"
+        if (bad := [f for f in s["tolerance"] if s["fields"] and s["fields"].get(f) != "numeric"]) else None,
+    ]
+    problems = []
+    for rule in rules:
+        try:
+            if problem := rule():
+                problems.append(problem)
+        except (KeyError, TypeError, AttributeError):
+            continue
+    return problems
+
+
+# Keys that do nothing unless another key says so: (dotted key or section prefix, when they do nothing, what to do).
+INERT: list[tuple[str, Callable[[dict], bool], str]] = [
+    ("lora.", lambda p: p["train"]["tuner_type"] == "full",
+     "train.tuner_type is full: LoRA keys have no effect; set train.tuner_type=lora"),
+    ("model.builtin.", lambda p: p["model"]["source"] != "builtin",
+     "model.source is not builtin: the tiny model's shape has no effect; set model.source=builtin"),
+    ("model.model_id", lambda p: p["model"]["source"] != "modelscope",
+     "model.source is not modelscope: nothing is downloaded; set model.source=modelscope"),
+    ("model.revision", lambda p: p["model"]["source"] != "modelscope",
+     "model.source is not modelscope: nothing is downloaded; set model.source=modelscope"),
+    ("model.local_dir", lambda p: p["model"]["source"] != "local",
+     "model.source is not local: model.local_dir is not read; set model.source=local"),
+    ("synth.", lambda p: p["data"]["raw_dir"] != p["synth"]["out_dir"],
+     "data.raw_dir is not synth.out_dir: the synthetic data is not trained on; set data.raw_dir to synth.out_dir"),
+    ("data.columns.", lambda p: p["data"]["format"] not in ("table", "auto"),
+     "data.format is not table: the column roles are not read"),
+    ("data.label_map", lambda p: p["data"]["format"] not in ("filename", "auto"),
+     "data.format is not filename: the label map is not read"),
+    ("data.label_separator", lambda p: p["data"]["format"] not in ("filename", "auto"),
+     "data.format is not filename: file names are not parsed"),
+    ("data.test_ratio", lambda p: bool(p["data"]["test_labels"]),
+     "data.test_labels is set: the test set is that file, nothing is split off"),
+]
+
+
+def inert_changes(params: dict, reference: dict) -> list[str]:
+    """Keys changed against `reference` (the committed params.yaml) that do nothing under the other settings."""
+    new, old = flatten(params), flatten(reference)
+    problems = []
+    for key in (k for k in new if k in old and new[k] != old[k]):
+        for prefix, idle, advice in INERT:
+            if key == prefix or (prefix.endswith(".") and key.startswith(prefix)):
+                try:
+                    if idle(params):
+                        problems.append(f"{key} changed ({old[key]!r} -> {new[key]!r}) but {advice}")
+                except (KeyError, TypeError):
+                    pass
+                break
+    return problems
