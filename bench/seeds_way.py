@@ -1,4 +1,4 @@
-"""The seeds' way, as the benchmark's baseline (seed 001's Trainer script, seed 000's inference loop):
+"""The benchmark's baseline, the way fine-tuning scripts are commonly written without ms-swift:
 transformers Trainer + PEFT with a collate function that runs the processor on every batch, and a
 one-sample `generate` loop. Kept plain on purpose: this is what the pipeline is measured against.
 
@@ -115,7 +115,7 @@ def train(a) -> dict:
 
 
 def infer(a) -> dict:
-    """seed 000's loop (batch 1: one sample, one generate call); with --batch N the same code batched, left-padded,
+    """The one-sample loop (batch 1: one sample, one generate call); with --batch N the same code batched, left-padded,
     which splits the time between the processor (CPU) and generate (GPU)."""
     import torch
     from PIL import Image

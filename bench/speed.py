@@ -1,4 +1,4 @@
-"""Training and batch-inference speed: the seeds' way against the pipeline's stages, same model, same data.
+"""Training and batch-inference speed: the plain-transformers baseline (bench/seeds_way.py) against the pipeline's stages, same model, same data.
 
     python -m bench.speed                 # Qwen3-VL-2B's shape on the GPU -> bench/results.json, bench/RESULTS.md
     python -m bench.speed --smoke         # the tiny shape on the CPU, a few steps (tests/test_bench.py)
@@ -96,7 +96,7 @@ def swift_step_times(log_rows: list[dict]) -> list[float]:
 
 def bench_params(profile: dict, cfg: dict, slow: bool) -> dict:
     """params.yaml + the GPU profile + what the benchmark fixes (LoRA r64 on the language model, constant lr,
-    a log row per step); `slow` keeps the profile but with the seeds' batch 4, accumulation, checkpointing."""
+    a log row per step); `slow` keeps the profile but with the baseline's batch 4, accumulation, checkpointing."""
     p = merge(load_params(PARAMS_FILE), profile)
     patches = shapes.patches(cfg["image_size"])
     t = p["train"]
@@ -249,7 +249,7 @@ def swift_train(work: Path, cfg: dict, p: dict, logs: Path, name: str, steps: in
 
 def hf_infer(work: Path, cfg: dict, logs: Path, name: str, batch: int, samples: int, warmup: int,
              cache: str = "") -> dict:
-    """bench/seeds_way.py's transformers `generate`: batch 1 is (c), the seeds' loop; a larger batch shows where
+    """bench/seeds_way.py's transformers `generate`: batch 1 is (c), the baseline's loop; a larger batch shows where
     the time goes (processor on the CPU vs generate on the GPU). `warmup` calls are left out."""
     out = logs / f"{name}.json"
     wall = timed([sys.executable, "-m", "bench.seeds_way", "infer", "--model", "models/base",
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     results["dtype"] = fast["train"]["torch_dtype"]
     micro, infer_batch = slow["train"]["per_device_train_batch_size"], fast["infer"]["max_batch_size"]
     plan = {
-        "seeds_train": ("train", "(a) seeds' way: Trainer + PEFT, batch {} x accum {}, grad. checkpointing, LoRA "
+        "seeds_train": ("train", "(a) baseline: Trainer + PEFT, batch {} x accum {}, grad. checkpointing, LoRA "
                         "dropout {}".format(*cfg.get("seeds_batch", (4, 4)), cfg["seeds_dropout"]),
                         lambda: seeds_train(a.work, cfg, fast, logs)),
         "swift_slow": ("train", f"train stage, `swift sft`, (b) but batch {micro} x accum "
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
         "swift_gpu": ("train", f"(b) train stage, `swift sft` with params-gpu.yaml (batch "
                       f"{fast['train']['per_device_train_batch_size']})",
                       lambda: swift_train(a.work, cfg, fast, logs, "swift_gpu", cfg["gpu_steps"])),
-        "seeds_infer": ("infer", "(c) seeds' way: one-sample `generate` loop",
+        "seeds_infer": ("infer", "(c) baseline: one-sample `generate` loop",
                         lambda: hf_infer(a.work, cfg, logs, "seeds_infer", 1, cfg["seeds_infer"], cfg["warmup"])),
         "hf_batch_infer": ("infer", f"(c) batched: the same transformers code, {fast['infer']['max_batch_size']} "
                            "samples per `generate`", lambda: hf_infer(a.work, cfg, logs, "hf_batch_infer", infer_batch,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import shutil
 import sys
@@ -130,12 +131,21 @@ def summary(final: dict, evals: list[dict]) -> dict:
     }
 
 
-def export(checkpoint: Path, dest: Path) -> None:
+def relocatable(text: str, root: Path) -> str:
+    """ms-swift writes the checkout's absolute path into the adapter's configs (base_model_name_or_path, args.json);
+    made relative to the repository, where every stage runs, the adapter is the same bytes in every clone."""
+    return re.sub(re.escape(str(root)) + r"(?![\w.-])", ".", text.replace(f"{root}/", ""))
+
+
+def export(checkpoint: Path, dest: Path, root: Path = ROOT) -> None:
     """Copy what inference needs (the adapter, or the whole model for full fine-tuning), not the
-    optimizer and trainer state that only resuming needs."""
+    optimizer and trainer state that only resuming needs; the configs' paths made relative to the repository."""
     for f in checkpoint.iterdir():
         if f.is_file() and f.name not in TRAINER_STATE:
-            shutil.copy2(f, dest / f.name)
+            if f.suffix in (".json", ".md"):
+                (dest / f.name).write_text(relocatable(f.read_text(encoding="utf-8"), root), encoding="utf-8")
+            else:
+                shutil.copy2(f, dest / f.name)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ import pytest
 
 from stages.common import stage_params
 from stages.infer import infer_argv
-from stages.train import check_device, curves, launch_env, resume_from, sft_argv, summary
+from stages.train import check_device, curves, export, launch_env, relocatable, resume_from, sft_argv, summary
 
 
 def opts(argv):
@@ -146,3 +146,22 @@ def test_curves_and_summary_from_trainer_log():
     s = summary({"log_history": history, "global_step": 20}, evals)
     assert s == {"train_loss": 1.4, "eval_loss": 1.7, "best_eval_loss": 1.5, "best_step": 10, "steps": 20,
                  "runtime_s": 12.3, "samples_per_s": 8.0}
+
+
+def test_exported_adapter_names_no_checkout_path(tmp_path):
+    """The same training in two clones exports the same bytes: ms-swift's absolute paths become repo-relative,
+    weights are copied as they are, trainer state is left behind."""
+    root = tmp_path / "clone"
+    ckpt, dest = root / "models/checkpoints/checkpoint-9", root / "models/adapter"
+    ckpt.mkdir(parents=True), dest.mkdir(parents=True)
+    (ckpt / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": f"{root}/models/base"}))
+    (ckpt / "args.json").write_text(json.dumps({"output_dir": f"{root}/models/checkpoints", "cwd": str(root)}))
+    (ckpt / "adapter_model.safetensors").write_bytes(b"\x00weights" + str(root).encode())
+    (ckpt / "optimizer.pt").write_bytes(b"state")
+    export(ckpt, dest, root)
+    assert json.loads((dest / "adapter_config.json").read_text()) == {"base_model_name_or_path": "models/base"}
+    assert json.loads((dest / "args.json").read_text()) == {"output_dir": "models/checkpoints", "cwd": "."}
+    assert (dest / "adapter_model.safetensors").read_bytes() == b"\x00weights" + str(root).encode()
+    assert sorted(p.name for p in dest.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "args.json"]
+    assert relocatable("base_model: /a/b/models/base", root) == "base_model: /a/b/models/base"
+    assert relocatable(f"{root}2/x {root}", root) == f"{root}2/x ."

@@ -67,7 +67,7 @@ def test_rslora_is_recorded_in_the_adapter(workspace):
 
 
 def test_vision_tower_lora_when_not_frozen(workspace):
-    """freeze_vit false (the default; seed 000's ViT LoRA) puts adapters on the vision blocks; true (the GPU
+    """freeze_vit false (the default: LoRA on the vision tower too) puts adapters on the vision blocks; true (the GPU
     profile's) keeps them off."""
     _, vit = adapter(train(workspace, "vit", {"train": {"freeze_vit": False, "vit_lr": 1.0e-4}}))
     _, llm = adapter(train(workspace, "llm", {"train": {"freeze_vit": True, "freeze_aligner": True}}))

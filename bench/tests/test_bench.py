@@ -169,7 +169,7 @@ def gpu_profile() -> dict:
 
 @pytest.mark.parametrize("cfg", [FULL, SMOKE], ids=["full", "smoke"])
 def test_slow_and_fast_swift_runs_differ_only_in_speed_settings(gpu_profile, cfg):
-    """swift_slow (the seeds' micro-batch, accumulation, checkpointing) against swift_gpu (the profile): same global
+    """swift_slow (the baseline's micro-batch, accumulation, checkpointing) against swift_gpu (the profile): same global
     batch, so the same optimizer steps and comparable losses; both valid params with the benchmark's LoRA r64."""
     fast, slow = bench_params(gpu_profile, cfg, slow=False), bench_params(gpu_profile, cfg, slow=True)
     global_batch = {name: p["train"]["per_device_train_batch_size"] * p["train"]["gradient_accumulation_steps"]
