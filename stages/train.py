@@ -94,9 +94,11 @@ def check_device(train: dict, gpus: int) -> None:
 
 def launch_env(p: dict) -> dict[str, str]:
     """ms-swift starts torchrun itself when NPROC_PER_NODE is set; NNODES, NODE_RANK and MASTER_ADDR
-    come from the caller's environment unchanged (multi-node), so nothing here launches processes."""
+    come from the caller's environment unchanged (multi-node), so nothing here launches processes.
+    PYTHONHASHSEED: ms-swift writes target_modules as a regex joined from a set, whose order would otherwise
+    change from run to run, and with it the adapter's bytes and its hash in dvc.lock."""
     n = p["train"]["nproc_per_node"]
-    return {**swift_env(p["model"]), **({"NPROC_PER_NODE": str(n)} if n > 1 else {})}
+    return {**swift_env(p["model"]), "PYTHONHASHSEED": "0", **({"NPROC_PER_NODE": str(n)} if n > 1 else {})}
 
 
 def resume_from(work: Path, argv: list[str]) -> Path | None:

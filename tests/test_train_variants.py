@@ -2,6 +2,7 @@
 what each param asks for is what ms-swift trains and saves."""
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -12,7 +13,7 @@ from stages.dataset.records import swift_row
 from stages.generate import generate
 from stages.params.tree import merge
 from stages.tiny_model.build import build_tiny_qwen3_vl
-from stages.train import launch_env, sft_argv
+from stages.train import export, launch_env, sft_argv
 
 pytestmark = pytest.mark.slow
 
@@ -93,3 +94,18 @@ def test_early_stopping_stops_when_eval_loss_stops_improving(workspace):
     assert done.returncode == 0, done.stderr[-3000:]
     final = json.loads((workspace / "out/early/logging.jsonl").read_text(encoding="utf-8").splitlines()[-1])
     assert final["global_step"] < 30
+
+
+def test_the_same_training_in_two_clones_exports_the_same_bytes(workspace, tmp_path):
+    """dvc.lock records the adapter's hash: the same run in another folder (another clone) must export the same
+    files, configs included (ms-swift writes absolute paths and a target_modules regex built from a set)."""
+    other = tmp_path / "another-clone"
+    shutil.copytree(workspace, other, ignore=shutil.ignore_patterns("out"))
+    exported = []
+    for work in (workspace, other):
+        dest = work / "exported"
+        dest.mkdir()
+        export(train(work, "twin", {}), dest, work)
+        exported.append({f.name: f.read_bytes() for f in sorted(dest.iterdir())})
+    assert exported[0].keys() == exported[1].keys() and "adapter_config.json" in exported[0]
+    assert [name for name in exported[0] if exported[0][name] != exported[1][name]] == []
