@@ -1,8 +1,6 @@
-"""The embedded default's recipe through ms-swift itself, several fine-tunes at once on one GPU (issue 5).
+"""The embedded default's recipe through ms-swift itself, several fine-tunes at once on one GPU.
 
-`tiny_learning.py` trains in a loop of its own; the pipeline's `swift sft` fine-tune scored 3-7 points of direction
-below it at the same recipe (94.2 against 97.5 %, seed 42), and on tiny_learning's own held-out pairs too (92.1 %),
-so the difference is in the training, not in the scoring. This sweep runs the real thing: for each seed, the
+A recipe search through the pipeline's own training command (bench/FINDINGS.md, runs 19-21): for each seed, the
 `model`, `generate` and `build` stages in a scratch copy of the repository (`<work>/seed<N>`), then for each
 variant the train stage's `swift sft` command (`stages.train.sft_argv`) with the variant's params, and scores the
 checkpoint the train stage would export (the best eval loss) on the seed's test split with the pipeline's own
