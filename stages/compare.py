@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 from stages.common import ROOT, atomic_dir, read_jsonl, setup_logging, stage_params, write_atomic, write_json
 from stages.scoring.answers import parse_answer
-from stages.scoring.fields import references, resolve_fields
+from stages.scoring.fields import references, scored_fields
 from stages.scoring.measures import abs_errors, outcomes
 from stages.scoring.paired import paired_binary, paired_errors
 
@@ -61,9 +62,12 @@ def main() -> None:
     p = stage_params("compare")["score"]
     test_rows = read_jsonl(ROOT / "data" / "dataset" / "test.jsonl")
     preds = {w: read_jsonl(ROOT / "data" / "predictions" / f"{w}.jsonl") for w in ("base", "finetuned")}
-    refs = references(preds["finetuned"], test_rows)
-    references(preds["base"], test_rows)   # the same check of the base model's rows; its references are the same
-    specs = resolve_fields(refs, p["fields"], p["tolerance"], p["max_classes"])
+    try:
+        refs, specs = scored_fields(preds["finetuned"], test_rows, p)
+        references(preds["base"], test_rows)   # the same check of the base model's rows; its references are the same
+    except ValueError as e:   # nothing written yet: the previous outputs stay
+        log.error("%s", e)
+        sys.exit(1)
     parsed = {w: [parse_answer(r["response"] or "")[0] for r in rows] for w, rows in preds.items()}
     result = compare(refs, parsed["base"], parsed["finetuned"], specs)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from stages.common import ROOT, count, read_jsonl, setup_logging, stage_params, to_csv, write_atomic, write_json
 from stages.scoring.answers import is_number, label, parse_answer, value
-from stages.scoring.fields import references, resolve_fields
+from stages.scoring.fields import scored_fields
 from stages.scoring.measures import score, worst, wrong_fields
 
 log = logging.getLogger("score")
@@ -77,8 +77,11 @@ def main() -> None:
     p = stage_params("score")["score"]
     pred_rows = read_jsonl(ROOT / "data" / "predictions" / f"{which}.jsonl")
     test_rows = read_jsonl(ROOT / "data" / "dataset" / "test.jsonl")
-    refs = references(pred_rows, test_rows)
-    specs = resolve_fields(refs, p["fields"], p["tolerance"], p["max_classes"])
+    try:
+        refs, specs = scored_fields(pred_rows, test_rows, p)
+    except ValueError as e:   # nothing written yet: the previous outputs stay
+        log.error("%s: %s", which, e)
+        sys.exit(1)
     responses = [row["response"] or "" for row in pred_rows]
     parsed = [parse_answer(text) for text in responses]
     log.info("fields: %s%s", ", ".join(f"{f} ({s['type']})" for f, s in specs.items()),

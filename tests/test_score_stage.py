@@ -60,7 +60,7 @@ def test_references_parse_labels_in_test_order():
 
 def test_references_report_every_bad_row():
     preds = [pred_row(1), pred_row(9), {**pred_row(3), "labels": "电机"}, {**pred_row(4), "labels": "[1]"}]
-    with pytest.raises(ValueError, match=r"3 bad prediction rows") as e:
+    with pytest.raises(ValueError, match=r"3 test rows cannot be scored") as e:
         references(preds, [sample_row(i) for i in (1, 2, 3, 4)])
     msg = str(e.value)
     assert "row 2 (id 000002): prediction's images differ" in msg
@@ -143,3 +143,31 @@ def test_offline_page_loads_nothing_from_the_network():
     assert "<script src" not in page and "cdn.jsdelivr" not in page
     for name in ("vega@5.20.2", "vega-lite@5.2.0", "vega-embed@6.18.2"):
         assert f"/* {name} build/" in page
+
+
+@pytest.mark.parametrize("command", [["stages.score", "finetuned"], ["stages.compare"]])
+def test_score_params_that_do_not_fit_the_answers_are_one_clear_error(tmp_path, command):
+    """Own data without a `distance` field under the default `score.tolerance: {distance: 1}`: the stage says what
+    is wrong and what to set, exits 1 without a traceback, and leaves the previous outputs as they were."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(ROOT / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / f, tmp_path / f)
+    test = [{"id": f"{i}", "messages": [], "images": [f"data/raw/{i}.png"]} for i in range(3)]
+    preds = [{"response": '{"status": "ok"}', "labels": '{"status": "ok"}', "images": t["images"]} for t in test]
+    for path, rows in (("data/dataset/test.jsonl", test), ("data/predictions/base.jsonl", preds),
+                       ("data/predictions/finetuned.jsonl", preds)):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    previous = tmp_path / "metrics/compare/parse_rate.json", tmp_path / "metrics/details/finetuned.json"
+    for f in previous:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text('{"kept": true}\n', encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", *command], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "score.tolerance.distance: not a numeric field; numeric fields: none" in r.stderr
+    assert "set score.tolerance in params.yaml to {}" in r.stderr
+    assert all(f.read_text(encoding="utf-8") == '{"kept": true}\n' for f in previous)

@@ -23,8 +23,10 @@ def references(pred_rows: list[dict], test_rows: list[dict]) -> list[dict]:
             problems.append(f"row {i} (id {t['id']}): reference answer is not a JSON object: {p['labels']!r:.80}")
         refs.append(ref)
     if problems:
-        raise ValueError(f"{len(problems):,} bad prediction rows:\n  " + "\n  ".join(problems[:20])
-                         + ("\n  ..." if len(problems) > 20 else ""))
+        hint = ("\n  the score and compare stages compare JSON answers field by field, so every answer in "
+                "data/dataset/test.jsonl must be a JSON object" if any("not a JSON object" in q for q in problems) else "")
+        raise ValueError(f"{len(problems):,} test rows cannot be scored:\n  " + "\n  ".join(problems[:20])
+                         + ("\n  ..." if len(problems) > 20 else "") + hint)
     return refs
 
 
@@ -62,7 +64,8 @@ def resolve_fields(refs: list[dict], fields: dict[str, str], tolerance: dict[str
     for f in tolerance:
         if types.get(f) != "numeric":
             numeric = [k for k, t in types.items() if t == "numeric"]
-            problems.append(f"score.tolerance.{f}: not a numeric field; numeric fields: {', '.join(numeric) or 'none'}")
+            problems.append(f"score.tolerance.{f}: not a numeric field; numeric fields: {', '.join(numeric) or 'none'} "
+                            "(set score.tolerance in params.yaml to {} or to numeric fields of your answers)")
     if problems:
         raise ValueError("score params do not fit the reference answers:\n  " + "\n  ".join(problems))
     return {f: {"type": kind, "tolerance": tolerance.get(f, 0)} for f, kind in types.items()}
@@ -73,3 +76,10 @@ def headline_names(specs: dict[str, dict]) -> dict[str, str]:
     normalised match (text)."""
     main = {"categorical": "accuracy", "numeric": "within_tol", "text": "normalised"}
     return {f: f"{f}_{main[s['type']]}" for f, s in specs.items()}
+
+
+def scored_fields(pred_rows: list[dict], test_rows: list[dict], score_params: dict) -> tuple[list[dict], dict]:
+    """The reference answers and the fields to score, checked against the test split and the score params.
+    Raises ValueError naming every problem."""
+    refs = references(pred_rows, test_rows)
+    return refs, resolve_fields(refs, score_params["fields"], score_params["tolerance"], score_params["max_classes"])
