@@ -16,7 +16,7 @@ from typing import Iterator
 
 import yaml
 
-from stages.params import validate
+from stages.params import ParamsError, validate
 from stages.params.load import read_yaml
 from stages.params.tree import project
 
@@ -44,8 +44,14 @@ def declared_params(stage: str, dvc_yaml: Path = ROOT / "dvc.yaml") -> list[str]
 
 def stage_params(stage: str) -> dict:
     """The whole params.yaml is checked, then the stage gets only what it declares in dvc.yaml,
-    so reading an undeclared key fails loudly (KeyError) instead of going stale in DVC's cache."""
-    return project(load_params(), declared_params(stage))
+    so reading an undeclared key fails loudly (KeyError) instead of going stale in DVC's cache. A params.yaml that
+    does not fit the schema stops the stage with the list of problems, not a traceback (`dvc repro build` runs
+    build without check_params)."""
+    try:
+        params = load_params()
+    except ParamsError as e:
+        raise SystemExit(str(e)) from None
+    return project(params, declared_params(stage))
 
 
 def count(n: int, noun: str) -> str:

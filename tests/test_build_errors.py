@@ -156,9 +156,17 @@ def test_malformed_csv_and_json_lines(raw):
 
 
 def test_non_utf8_text(raw):
-    (raw / "labels.csv").write_bytes("id,image,label\n1,images/a.png,焦点\n".encode("gbk"))
-    assert problems(raw)[1] == ("  data/raw/labels.csv:2: not UTF-8 text (byte 0xbd at byte 16 of the line); "
-                                "expected UTF-8: save the file as UTF-8 (Excel: 'CSV UTF-8')")
+    """A file saved by Chinese Excel as plain 'CSV' (GBK): one problem for the file, not one per line, naming GBK."""
+    rows = "".join(f"{i},images/a.png,焦点\n" for i in range(30))
+    (raw / "labels.csv").write_bytes(("id,image,label\n" + rows).encode("gbk"))
+    found = problems(raw)
+    assert [p for p in found if "UTF-8" in p] == [
+        "  data/raw/labels.csv:2: not UTF-8 text (byte 0xbd at byte 16 of the line; 30 lines in all); it reads as "
+        "GBK (GB18030), as Excel saves a plain 'CSV' on a Chinese system; expected UTF-8: save the file as UTF-8 "
+        "(Excel: 'CSV UTF-8')"]
+    (raw / "labels.csv").write_bytes(b"id,image,label\n1,images/a.png,\xff\xfe\xff\n")
+    assert problems(raw)[1] == ("  data/raw/labels.csv:2: not UTF-8 text (byte 0xff at byte 16 of the line; 1 line "
+                                "in all); expected UTF-8: save the file as UTF-8 (Excel: 'CSV UTF-8')")
 
 
 def test_empty_dataset(raw):

@@ -178,3 +178,23 @@ def test_check_params_compares_with_the_committed_params(tmp_path):
     shutil.rmtree(tmp_path / ".git")
     r = subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_stage_run_alone_reports_a_params_typo_without_a_traceback(tmp_path):
+    """`dvc repro build` runs build without check_params: the stage itself lists the problem and stops."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    shutil.copytree(ROOT / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    assert "  val_ratio:" in text
+    (tmp_path / "params.yaml").write_text(text.replace("  val_ratio:", "  val_ratoi:"), encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "stages.build"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "data.val_ratoi: unknown key; did you mean 'val_ratio'?" in r.stderr
+    assert "data.val_ratio: missing from params.yaml" in r.stderr
+    assert not (tmp_path / "data").exists()

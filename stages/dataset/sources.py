@@ -12,14 +12,35 @@ from stages.dataset.records import Place
 
 
 def text_lines(path: Path, where: str, problems: list[str]) -> Iterator[tuple[int, str]]:
-    """(line number, text) of a UTF-8 file (BOM allowed), streamed; a line that is not UTF-8 is a problem."""
+    """(line number, text) of a UTF-8 file (BOM allowed), streamed. Lines that are not UTF-8 are one problem for
+    the file, naming the first and how many; it says so when the file is GBK, as Chinese Excel saves a 'CSV'."""
+    bad, slot, first = 0, len(problems), None
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
             try:
                 yield n, (raw.removeprefix(codecs.BOM_UTF8) if n == 1 else raw).decode("utf-8")
             except UnicodeDecodeError as e:
-                problems.append(f"{where}:{n}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} "
-                                "of the line); expected UTF-8: save the file as UTF-8 (Excel: 'CSV UTF-8')")
+                if first is None:
+                    first = (n, raw[e.start], e.start + 1, is_gbk(path))
+                    problems.append("")
+                bad += 1
+                problems[slot] = not_utf8(where, *first, lines=bad)
+
+
+def is_gbk(path: Path) -> bool:
+    try:
+        Path(path).read_bytes().decode("gb18030")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def not_utf8(where: str, n: int, byte: int, at: int, gbk: bool, lines: int) -> str:
+    """The one problem of a file that is not UTF-8: where it starts, how many lines, and GBK when it is."""
+    encoding = "; it reads as GBK (GB18030), as Excel saves a plain 'CSV' on a Chinese system" if gbk else ""
+    return (f"{where}:{n}: not UTF-8 text (byte 0x{byte:02x} at byte {at} of the line; {lines:,} "
+            f"line{'s' if lines != 1 else ''} in all){encoding}; expected UTF-8: save the file as UTF-8 "
+            "(Excel: 'CSV UTF-8')")
 
 
 def jsonl_objects(path: Path, where: str, problems: list[str]) -> Iterator[tuple[int, dict]]:
