@@ -69,7 +69,7 @@ def prepare(work: Path, seed: int, overrides: dict, threads: int) -> Path:
 
 
 def fine_tune(base: Path, name: str, variant: dict, fp32: bool, threads: int, reuse: bool) -> dict:
-    """One variant on one seed's data: `swift sft` as the train stage calls it, then the teacher-forced score.
+    """One variant on one seed's data: `swift sft` as the train stage calls it, then the infer and score stages.
     `reuse`: score the finished fine-tune already in the variant's directory instead of running it again."""
     from stages.train import curves, launch_env, sft_argv
 

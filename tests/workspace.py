@@ -32,8 +32,7 @@ def commit(repo: Path, message: str) -> None:
 
 # The embedded default at a fraction of its size: the same stages, model and recipe, 600 pairs instead of
 # 3,200, a few pretraining steps and batch 8 (so that 2 epochs are still ~110 steps), so that each `dvc repro`
-# here takes ~2 minutes instead of ~9 (the full-size run and what it learns are measured in bench/README.md,
-# "What the tiny model can learn").
+# here takes ~2 minutes instead of ~10 (the full-size run and what it learns are measured in bench/FINDINGS.md).
 TEST_SIZE = {"synth.num_samples": 600, "model.builtin.pretrain_vision_steps": 20, "train.num_train_epochs": 2,
              "train.per_device_train_batch_size": 8}
 
