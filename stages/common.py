@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -103,12 +104,20 @@ def atomic_file(dest: Path) -> Iterator[Path]:
         os.replace(tmp / dest.name, dest)
 
 
+def _file_mode() -> int:
+    """The mode of an ordinary new file (0o666 less the umask); mkstemp would leave it 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(dest: Path, text: str) -> None:
     """Write a whole text file or nothing: temp file in the same dir, then rename."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, dest)
@@ -137,6 +146,24 @@ def write_jsonl(dest: Path, rows) -> None:
 def read_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def test_set_marker(dataset: Path) -> str:
+    """A line naming the test split by its content, written into a stage's report so a later run can tell whether
+    the persisted outputs belong to the same test set."""
+    return f"<!-- test set: blake2b {hashlib.blake2b((dataset / 'test.jsonl').read_bytes(), digest_size=8).hexdigest()} -->"
+
+
+def drop_stale(paths: list[Path], report: Path, marker: str) -> None:
+    """After a failed run: remove persisted outputs that belong to another test set (their `report` lacks `marker`),
+    so that `dvc metrics show` never shows another data set's figures beside this run's. Those of the same test
+    set stay."""
+    if not report.exists() or marker in report.read_text(encoding="utf-8"):
+        return
+    for p in paths:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    log.warning("removed %s: computed on another test set, they would be shown beside this run's",
+                ", ".join(Path(p).relative_to(ROOT).as_posix() for p in paths))
 
 
 LOW_SPACE = 64 * 2**20   # bytes; below this a folder the tool writes to counts as full

@@ -2,25 +2,26 @@
 paired test.
 
   metrics/compare/<measure>.json   base, finetuned, diff, ci95_lower, ci95_upper, p_value: one row each of
-                                   `dvc metrics show` (parse_rate, exact_match, each field's main score, and the
-                                   mean absolute error of each numeric field)
+                                   `dvc metrics show` (parse_rate, exact_match, each field's main score, the
+                                   mean absolute error of each numeric field and the chrF of each text field)
   metrics/compare.md               the same as a table, with the test and the number of items behind each row
 
 Right/wrong measures are paired per item and tested with McNemar's exact test (only the items on which the two
 models disagree carry information); a numeric field's absolute errors, on the items both models answered with a
-number, with the Wilcoxon signed-rank test. The interval is a paired bootstrap (BCa) of the mean per-item
+number, and a text field's per-item chrF, with the Wilcoxon signed-rank test. The interval is a paired bootstrap (BCa) of the mean per-item
 difference, seeded, so the same predictions give the same figures.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 
-from stages.common import ROOT, atomic_dir, read_jsonl, setup_logging, stage_params, write_atomic, write_json
-from stages.scoring.answers import parse_answer
-from stages.scoring.fields import references, scored_fields
-from stages.scoring.measures import abs_errors, outcomes
+from stages.common import ROOT, atomic_dir, drop_stale, read_jsonl, setup_logging, test_set_marker, write_atomic, write_json
+from stages.scoring.answers import parse_response, value
+from stages.scoring.fields import check_predictions, reference
+from stages.scoring.measures import abs_errors, outcomes, text_scores
 from stages.scoring.paired import paired_binary, paired_errors
 
 log = logging.getLogger("compare")
@@ -33,6 +34,9 @@ def compare(refs: list[dict], base: list[dict | None], tuned: list[dict | None],
     out = {name: paired_binary(ob[name], ot[name]) for name in ob}
     for f in (f for f, s in specs.items() if s["type"] == "numeric"):
         out[f"{f}_mae"] = paired_errors(abs_errors(pb, f), abs_errors(pt, f))
+    for f in (f for f, s in specs.items() if s["type"] == "text"):
+        chrf = [text_scores([r[f] for r in refs], [value(p, f) for p in answers])["chrf"] for answers in (base, tuned)]
+        out[f"{f}_chrf"] = paired_errors(*chrf)
     return out
 
 
@@ -45,7 +49,7 @@ def markdown(result: dict[str, tuple]) -> str:
     fmt = lambda x, spec="{:.1%}": "-" if x is None else spec.format(x)   # noqa: E731
     lines = ["# Base against fine-tuned, on the same test items", "",
              "`_mae` rows are mean absolute errors (lower is better) over the items both models answered with a "
-             "number; the other rows are shares of items right. The interval is the difference's (paired bootstrap).",
+             "number; `_chrf` rows mean chrF (0..1, character n-gram F-score); the other rows are shares of items right. The interval is the difference's (paired bootstrap).",
              "", "| measure | base | fine-tuned | difference | 95 % interval | p | test | items |",
              "|---|---|---|---|---|---|---|---|"]
     for name, (r, info) in result.items():
@@ -59,22 +63,24 @@ def markdown(result: dict[str, tuple]) -> str:
 
 def main() -> None:
     setup_logging()
-    p = stage_params("compare")["score"]
-    test_rows = read_jsonl(ROOT / "data" / "dataset" / "test.jsonl")
+    dataset = ROOT / "data" / "dataset"
+    test_rows, marker = read_jsonl(dataset / "test.jsonl"), test_set_marker(dataset)
+    schema = json.loads((dataset / "fields.json").read_text(encoding="utf-8"))
     preds = {w: read_jsonl(ROOT / "data" / "predictions" / f"{w}.jsonl") for w in ("base", "finetuned")}
-    try:
-        refs, specs = scored_fields(preds["finetuned"], test_rows, p)
-        references(preds["base"], test_rows)   # the same check of the base model's rows; its references are the same
-    except ValueError as e:   # nothing written yet: the previous outputs stay
-        log.error("%s", e)
+    problems = [f"{w}: {p}" for w, rows in preds.items() for p in check_predictions(rows, test_rows)]
+    if problems:   # nothing written: previous outputs of this test set stay
+        drop_stale([ROOT / "metrics" / "compare", ROOT / "metrics" / "compare.md"], ROOT / "metrics" / "compare.md", marker)
+        log.error("%s test rows cannot be compared:\n  %s", f"{len(problems):,}", "\n  ".join(problems[:20]))
         sys.exit(1)
-    parsed = {w: [parse_answer(r["response"] or "")[0] for r in rows] for w, rows in preds.items()}
+    kind, specs = schema["answer_kind"], schema["fields"]
+    refs = [reference(t["messages"][-1]["content"], kind) for t in test_rows]
+    parsed = {w: [parse_response(r["response"] or "", kind)[0] for r in rows] for w, rows in preds.items()}
     result = compare(refs, parsed["base"], parsed["finetuned"], specs)
 
     with atomic_dir(ROOT / "metrics" / "compare") as tmp:
         for name, (r, _) in result.items():
             write_json(tmp / f"{file_stem(name)}.json", r)
-    write_atomic(ROOT / "metrics" / "compare.md", markdown(result))
+    write_atomic(ROOT / "metrics" / "compare.md", markdown(result) + "\n" + marker + "\n")
     for name, (r, info) in result.items():
         log.info("%-22s base %s  fine-tuned %s  diff %s [%s, %s]  p %s (%s, %s items)", name, r["base"],
                  r["finetuned"], r["diff"], r["ci95_lower"], r["ci95_upper"], r["p_value"], info["test"], info["n"])

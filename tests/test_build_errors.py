@@ -14,6 +14,7 @@ from stages.params.tree import merge
 from stages.params.schema import Data
 
 MODEL = {"model_type": "qwen3_vl", "image_max_token_num": 4}
+SCORE = read_yaml(PARAMS_FILE)["score"]
 _colours = itertools.count(1)
 
 
@@ -49,7 +50,7 @@ def raw(tmp_path):
 
 def problems(raw, **over) -> list[str]:
     with pytest.raises(DataError) as e:
-        build_dataset(cfg(**over), MODEL, 0, io.StringIO(), raw.root)
+        build_dataset(cfg(**over), MODEL, SCORE, 0, io.StringIO(), raw.root)
     return str(e.value).splitlines()
 
 
@@ -160,13 +161,14 @@ def test_non_utf8_text(raw):
     rows = "".join(f"{i},images/a.png,焦点\n" for i in range(30))
     (raw / "labels.csv").write_bytes(("id,image,label\n" + rows).encode("gbk"))
     found = problems(raw)
-    assert [p for p in found if "UTF-8" in p] == [
-        "  data/raw/labels.csv:2: not UTF-8 text (byte 0xbd at byte 16 of the line; 30 lines in all); it reads as "
-        "GBK (GB18030), as Excel saves a plain 'CSV' on a Chinese system; expected UTF-8: save the file as UTF-8 "
-        "(Excel: 'CSV UTF-8')"]
+    assert found == [
+        "1 problem in the input data (nothing was written):",
+        "  data/raw/labels.csv:2: not UTF-8 text (byte 0xbd at byte 16 of the line; 30 lines in all); it is most "
+        "likely gb18030 (GBK), as Excel saves a plain 'CSV' on a Chinese system; convert it with `iconv -f gb18030 "
+        "-t UTF-8 labels.csv > utf8-labels.csv`, or save it from Excel as 'CSV UTF-8'; expected UTF-8"]
     (raw / "labels.csv").write_bytes(b"id,image,label\n1,images/a.png,\xff\xfe\xff\n")
-    assert problems(raw)[1] == ("  data/raw/labels.csv:2: not UTF-8 text (byte 0xff at byte 16 of the line; 1 line "
-                                "in all); expected UTF-8: save the file as UTF-8 (Excel: 'CSV UTF-8')")
+    assert problems(raw)[1].startswith("  data/raw/labels.csv:2: not UTF-8 text (byte 0xff at byte 16 of the line; "
+                                       "1 line in all)")
 
 
 def test_empty_dataset(raw):
@@ -180,8 +182,14 @@ def test_empty_dataset(raw):
 
 def test_every_problem_at_once(raw):
     table(raw, *four_good_rows(raw), "g0,images/nope.png,", "z,../x.png,ok,4")
-    found = problems(raw)
-    assert found[0] == "1 problem in the input data (nothing was written):"   # a malformed table stops there
+    found = problems(raw)   # a malformed row is one more problem; every other row is still checked
+    assert found == [
+        "4 problems in the input data (nothing was written):",
+        "  data/raw/labels.csv:7: malformed row: 4 fields, expected 3 like the header (id, image, label); "
+        "quote values that contain ','",
+        "  data/raw/labels.csv:6: empty answer field(s) label; expected a value in every answer column",
+        "  data/raw/labels.csv:6: duplicate id 'g0' (first at data/raw/labels.csv:2); expected unique ids",
+        "  data/raw/labels.csv:6: image not found: data/raw/images/nope.png"]
     table(raw, *four_good_rows(raw), "g0,images/nope.png,", "z,../x.png,ok")
     assert problems(raw) == [
         "4 problems in the input data (nothing was written):",
@@ -216,7 +224,8 @@ def test_warnings_large_images_leakage_and_imbalance(raw):
     (raw / "images" / "copy.png").write_bytes((raw / "images" / "g0.png").read_bytes())
     table(raw, *rows, "big,images/big.png,rare", "b2,images/copy.png,rare")
     spool = io.StringIO()
-    parts, warnings = build_dataset(cfg(stratify="label", test_ratio=0.3, imbalance_ratio=5.0), MODEL, 0, spool, raw.root)
+    parts, _, _, warnings = build_dataset(cfg(stratify="label", test_ratio=0.3, imbalance_ratio=5.0), MODEL, SCORE, 0,
+                                          spool, raw.root)
     assert len(spool.getvalue().splitlines()) == 22 and [len(parts[k]) for k in ("train", "val", "test")] == [15, 0, 7]
     assert warnings[0] == ("1 image(s) exceed the pixel budget model.image_max_token_num 4 x 32x32 px = 4,096 px "
                            "and will be downscaled to it by ms-swift (largest: data/raw/images/big.png, 300x200 px); "
@@ -243,7 +252,7 @@ def test_swift_rows_pass_through_with_their_other_keys(raw):
             f'"content": "A{i}"}}], "images": ["{raw.image(f"images/r{i}.png")}"], "channel": "cam-{i}"}}' for i in range(4)]
     (raw / "s.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
     spool = io.StringIO()
-    build_dataset(cfg(format="swift_jsonl", labels="s.jsonl"), MODEL, 0, spool, raw.root)
+    build_dataset(cfg(format="swift_jsonl", labels="s.jsonl"), MODEL, SCORE, 0, spool, raw.root)
     assert spool.getvalue().splitlines()[0] == (
         '{"id": "r0", "messages": [{"role": "user", "content": "<image>Q"}, {"role": "assistant", "content": "A0"}], '
         '"images": ["data/raw/images/r0.png"], "channel": "cam-0"}')
@@ -255,7 +264,7 @@ def test_system_file_plain_text_or_json(raw, text, expected):
     table(raw, *four_good_rows(raw))
     (raw / "prompt.json").write_text(text, encoding="utf-8")
     spool = io.StringIO()
-    build_dataset(cfg(system_file="prompt.json"), MODEL, 0, spool, raw.root)
+    build_dataset(cfg(system_file="prompt.json"), MODEL, SCORE, 0, spool, raw.root)
     assert json.loads(spool.getvalue().splitlines()[0])["messages"][0] == {"role": "system", "content": expected}
 
 
@@ -283,8 +292,8 @@ def test_filename_fixed_test_folder_inside_the_image_folder_is_not_trained_on(ra
     for name in ("0_a.png", "1_b.png", "0_c.png", "test/1_d.png", "test/0_e.png"):
         raw.image(f"images/{name}")
     spool = io.StringIO()
-    parts, _ = build_dataset(cfg(format="filename", labels="images", test_labels="images/test", val_ratio=0.3),
-                             MODEL, 0, spool, raw.root)
+    parts, *_ = build_dataset(cfg(format="filename", labels="images", test_labels="images/test", val_ratio=0.3),
+                              MODEL, SCORE, 0, spool, raw.root)
     ids = [json.loads(line)["id"] for line in spool.getvalue().splitlines()]
     assert ids == ["0_a", "0_c", "1_b", "0_e", "1_d"]
     assert sorted(ids[i] for i in parts["test"]) == ["0_e", "1_d"]

@@ -48,12 +48,14 @@ def test_compare_rows_for_every_measure():
                                                                            "analysis": "向-方向移动5步"}]
     out = compare(refs, base, tuned, SPECS)
     assert list(out) == ["parse_rate", "exact_match", "direction_accuracy", "distance_within_tol",
-                         "analysis_normalised", "distance_mae"]
+                         "analysis_normalised", "distance_mae", "analysis_chrf"]
     assert out["parse_rate"][0]["base"] == 0.5 and out["parse_rate"][0]["finetuned"] == 1.0
     assert out["exact_match"][0]["finetuned"] == 0.5                 # distance 4 is not 3
     assert out["distance_within_tol"][0]["finetuned"] == 1.0         # but within 1
     assert out["analysis_normalised"][0]["finetuned"] == 1.0         # the full stop is folded
     assert out["distance_mae"][1]["n"] == 1 and out["distance_mae"][0]["diff"] == -4.0
+    chrf = out["analysis_chrf"][0]                                    # base: missing and "x" score 0
+    assert chrf["base"] == 0.0 and 0.9 < chrf["finetuned"] <= 1.0
     for r, _ in out.values():
         assert list(r) == ["base", "finetuned", "diff", "ci95_lower", "ci95_upper", "p_value"]
         json.dumps(r)                                                 # plain numbers (or null) for DVC

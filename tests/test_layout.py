@@ -110,7 +110,7 @@ def test_the_closure_sees_nested_and_package_imports():
     """The resolver itself: model's builder is imported inside a function, build's formats by name."""
     assert ROOT / "stages/tiny_model/build.py" in closure("stages.model")
     assert ROOT / "stages/dataset/formats/qa_jsonl.py" in closure("stages.build")
-    assert ROOT / "stages/scoring/paired.py" not in closure("stages.score")
+    assert ROOT / "stages/compare.py" not in closure("stages.score")
 
 
 def project_modules() -> list[str]:

@@ -1,10 +1,12 @@
 """Scoring of model answers (stages/scoring/): a table of real-looking outputs with their expected parse
 and per-field verdicts, then each metric on small hand-counted cases."""
+import re
+
 import pytest
 from scipy.stats import binomtest
 
 from stages.scoring.answers import MISSING, normalise_text, parse_answer
-from stages.scoring.fields import derive_fields, resolve_fields
+from stages.scoring.fields import answer_kind, derive_fields, resolve_fields
 from stages.scoring.measures import confusion_matrix, score, wilson, worst, wrong_fields
 
 REF = {"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7}
@@ -97,7 +99,8 @@ def test_rates_carry_wilson_intervals_with_fixed_keys():
     assert m["parse_rate"] == 0.5 and m["parse_rate_ci95"] == {"lower": 0.0945, "upper": 0.9055}
     assert set(m["fields"]["distance"]) == {"exact", "exact_ci95", "within_tol", "within_tol_ci95", "mae", "mae_n",
                                             "missing"}
-    assert set(m["fields"]["analysis"]) == {"exact", "exact_ci95", "normalised", "normalised_ci95", "missing"}
+    assert set(m["fields"]["analysis"]) == {"exact", "exact_ci95", "normalised", "normalised_ci95", "missing",
+                                            *(k for t in ("bleu", "chrf", "rouge_l", "cer") for k in (t, f"{t}_ci95"))}
     assert set(m["fields"]["direction"]["per_class"]["-"]) == {"precision", "precision_ci95", "recall",
                                                                "recall_ci95", "support"}
 
@@ -171,28 +174,54 @@ def test_derive_fields_from_reference_answers():
 
 def test_resolve_fields_defaults_and_overrides():
     refs = [{"direction": "+", "distance": 3}, {"direction": "-", "distance": 4}]
-    assert resolve_fields(refs, {}, {"distance": 1}, 10) == {
-        "direction": {"type": "categorical", "tolerance": 0}, "distance": {"type": "numeric", "tolerance": 1}}
-    assert resolve_fields(refs, {"distance": "categorical"}, {}, 10) == {
-        "distance": {"type": "categorical", "tolerance": 0}}
+    assert resolve_fields(refs, {}, {"distance": 1}, 10) == ({
+        "direction": {"type": "categorical", "tolerance": 0}, "distance": {"type": "numeric", "tolerance": 1}}, [], [])
+    assert resolve_fields(refs, {"distance": "categorical"}, {}, 10) == ({
+        "distance": {"type": "categorical", "tolerance": 0}}, [], [])
+
+
+def test_the_default_tolerance_fits_data_without_its_field():
+    specs, problems, warnings = resolve_fields([{"label": "cat"}, {"label": "dog"}], {}, {"distance": 1}, 10)
+    assert specs == {"label": {"type": "categorical", "tolerance": 0}} and problems == []
+    assert warnings == ["score.tolerance.distance: no answer has a field 'distance', so it is not used "
+                        "(answer fields: label)"]
 
 
 @pytest.mark.parametrize("refs, fields, tolerance, match", [
     ([], {}, {}, "no reference answers"),
-    ([{"d": 1}, {"e": 2}], {"d": "numeric"}, {}, r"score\.fields\.d: 1 of 2 reference answers have no value \(rows 2\)"),
-    ([{"d": "seven"}], {"d": "numeric"}, {}, r"score\.fields\.d: numeric, but .*'seven'"),
+    ([{"d": 1}, {"e": 2}], {"d": "numeric"}, {},
+     r"answer field d: 1 of 2 answers have no value \(at row 2\); expected a value in every answer"),
+    ([{"d": "seven"}], {"d": "numeric"}, {}, r"score\.fields\.d: numeric, but .*'seven' at row 1"),
     ([{"d": "+", "n": 1}], {}, {"d": 1}, r"score\.tolerance\.d: not a numeric field; numeric fields: n"),
-    ([{"d": "+"}], {}, {"distance": 1}, r"score\.tolerance\.distance: not a numeric field; numeric fields: none"),
+    ([{"d": "+", "e": "x"}], {}, {"e": 1}, r"score\.tolerance\.e: not a numeric field; numeric fields: none"),
 ])
 def test_resolve_fields_rejects_what_does_not_fit(refs, fields, tolerance, match):
-    with pytest.raises(ValueError, match=match):
-        resolve_fields(refs, fields, tolerance, 10)
+    _, problems, _ = resolve_fields(refs, fields, tolerance, 10)
+    assert len(problems) == 1 and re.search(match, problems[0]), problems
 
 
 def test_resolve_fields_reports_every_problem_at_once():
-    with pytest.raises(ValueError) as e:
-        resolve_fields([{"a": "x"}], {"a": "numeric", "b": "text"}, {}, 10)
-    assert "score.fields.a" in str(e.value) and "score.fields.b" in str(e.value)
+    _, problems, _ = resolve_fields([{"a": "x"}], {"a": "numeric", "b": "text"}, {}, 10, ["data/raw/qa.jsonl:1"])
+    assert len(problems) == 2 and "score.fields.a" in problems[0] and "at data/raw/qa.jsonl:1" in problems[1]
+
+
+@pytest.mark.parametrize("answers, requested, kind, n_problems, n_warnings", [
+    (['{"a": 1}', '{"a": 2}'], "auto", "json", 0, 0),
+    (["a dog", "一只猫"], "auto", "text", 0, 0),
+    (['{"a": 1}', "a dog"], "auto", "text", 0, 1),             # a mix: text, with a warning
+    (['{"a": 1}', "{'a': 2}"], "auto", "json", 1, 0),          # a Python dict among objects: reported
+    (['{"a": 1}', "a dog"], "json", "json", 1, 0),
+    (['{"a": 1}', '{"a": 2}'], "text", "text", 0, 0),
+])
+def test_answer_kind(answers, requested, kind, n_problems, n_warnings):
+    got, problems, warnings = answer_kind([(f"qa.jsonl:{i}", a) for i, a in enumerate(answers, 1)], requested)
+    assert (got, len(problems), len(warnings)) == (kind, n_problems, n_warnings)
+
+
+def test_a_python_dict_answer_is_named_with_its_line():
+    _, problems, _ = answer_kind([("qa.jsonl:1", '{"a": 1}'), ("qa.jsonl:2", "{'a': 2}")], "auto")
+    assert problems[0].startswith("qa.jsonl:2: the answer is not a JSON object (it looks like one but is not valid JSON")
+    assert "double-quoted" in problems[0]
 
 
 def test_worst_orders_failed_then_wrong_fields_then_error_and_skips_right_ones():

@@ -11,7 +11,7 @@ import yaml
 from stages.params import ParamsError, validate
 from stages.common import to_csv
 from stages.score import plot_tables, worst_markdown, worst_table
-from stages.scoring.fields import references
+from stages.scoring.fields import check_predictions
 from tests.conftest import ROOT
 
 REF = {"analysis": "电机应该向-方向移动7步。", "direction": "-", "distance": 7}
@@ -24,8 +24,10 @@ def pred_row(i: int, labels=REF, response="") -> dict:
             "images": [{"bytes": None, "path": f"data/raw/images/{i:06d}_{k}.png"} for k in (1, 2)]}
 
 
-def sample_row(i: int) -> dict:
-    return {"id": f"{i:06d}", "images": [f"data/raw/images/{i:06d}_{k}.png" for k in (1, 2)]}
+def sample_row(i: int, labels=REF) -> dict:
+    return {"id": f"{i:06d}", "images": [f"data/raw/images/{i:06d}_{k}.png" for k in (1, 2)],
+            "messages": [{"role": "user", "content": "<image><image>?"},
+                         {"role": "assistant", "content": json.dumps(labels, ensure_ascii=False)}]}
 
 
 # --- params -------------------------------------------------------------------------------------------
@@ -54,22 +56,20 @@ def test_bad_score_params_are_named(params, section, match):
 
 # --- inputs -------------------------------------------------------------------------------------------
 
-def test_references_parse_labels_in_test_order():
-    assert references([pred_row(1), pred_row(2)], [sample_row(1), sample_row(2)]) == [REF, REF]
+def test_predictions_of_the_test_split_pass():
+    assert check_predictions([pred_row(1), pred_row(2)], [sample_row(1), sample_row(2)]) == []
 
 
-def test_references_report_every_bad_row():
-    preds = [pred_row(1), pred_row(9), {**pred_row(3), "labels": "电机"}, {**pred_row(4), "labels": "[1]"}]
-    with pytest.raises(ValueError, match=r"3 test rows cannot be scored") as e:
-        references(preds, [sample_row(i) for i in (1, 2, 3, 4)])
-    msg = str(e.value)
-    assert "row 2 (id 000002): prediction's images differ" in msg
-    assert "row 3 (id 000003): reference answer is not a JSON object" in msg and "row 4 (id 000004)" in msg
+def test_predictions_of_another_split_report_every_bad_row():
+    preds = [pred_row(1), pred_row(9), {**pred_row(3), "labels": "电机"}, pred_row(4)]
+    problems = check_predictions(preds, [sample_row(i) for i in (1, 2, 3, 4)])
+    assert problems == ["row 2 (id 000002): prediction's images differ from the test split's",
+                        "row 3 (id 000003): prediction's reference answer differs from the test split's"]
 
 
-def test_references_need_one_prediction_per_test_sample():
-    with pytest.raises(ValueError, match=r"1 predictions for 2 test samples: rerun inference"):
-        references([pred_row(1)], [sample_row(1), sample_row(2)])
+def test_predictions_need_one_per_test_sample():
+    assert check_predictions([pred_row(1)], [sample_row(1), sample_row(2)]) == [
+        "1 predictions for 2 test samples: rerun inference"]
 
 
 # --- outputs ------------------------------------------------------------------------------------------
@@ -109,8 +109,11 @@ def test_worst_table_and_markdown():
     row = md.splitlines()[7]
     assert row.startswith("| 1 | 000003 | failed | analysis, direction, distance | ")
     assert '"\\n\\n\\| no json"' in row                               # raw response escaped, pipe kept out
-    assert "[000003_1.png](../data/raw/images/000003_1.png)" in row   # links work from metrics/
-    assert all(line.replace("\\|", "").count("|") == 8 for line in md.splitlines()[5:])   # 7 columns each
+    assert "[000003_1.png](<../data/raw/images/000003_1.png>)" in row   # links work from metrics/
+    table_lines = [line for line in md.splitlines()[5:] if line.startswith("|")]
+    assert len(table_lines) == 4 and "text scores" in table_lines[0]                 # a text field: 8 columns
+    assert all(line.replace("\\|", "").count("|") == 9 for line in table_lines)
+    assert "analysis: chrF" in table_lines[2]
 
 
 def test_worst_markdown_when_all_right():
@@ -145,29 +148,40 @@ def test_offline_page_loads_nothing_from_the_network():
         assert f"/* {name} build/" in page
 
 
-@pytest.mark.parametrize("command", [["stages.score", "finetuned"], ["stages.compare"]])
-def test_score_params_that_do_not_fit_the_answers_are_one_clear_error(tmp_path, command):
-    """Own data without a `distance` field under the default `score.tolerance: {distance: 1}`: the stage says what
-    is wrong and what to set, exits 1 without a traceback, and leaves the previous outputs as they were."""
+@pytest.mark.parametrize("command, report", [(["stages.score", "finetuned"], "metrics/worst_finetuned.md"),
+                                             (["stages.compare"], "metrics/compare.md")])
+@pytest.mark.parametrize("same_test_set", [True, False])
+def test_predictions_of_another_test_set_are_one_clear_error(tmp_path, command, report, same_test_set):
+    """Predictions that do not belong to the test split: the stage says so, exits 1 without a traceback, keeps the
+    previous outputs when they were computed on this test set and removes them when they were computed on another
+    (so that `dvc metrics show` never shows another data set's figures beside this run's)."""
     import shutil
     import subprocess
     import sys
 
+    from stages.common import test_set_marker
+
     shutil.copytree(ROOT / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     for f in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / f, tmp_path / f)
-    test = [{"id": f"{i}", "messages": [], "images": [f"data/raw/{i}.png"]} for i in range(3)]
-    preds = [{"response": '{"status": "ok"}', "labels": '{"status": "ok"}', "images": t["images"]} for t in test]
+    test = [sample_row(i) for i in range(3)]
+    preds = [pred_row(i) for i in range(2)]
     for path, rows in (("data/dataset/test.jsonl", test), ("data/predictions/base.jsonl", preds),
                        ("data/predictions/finetuned.jsonl", preds)):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "data/dataset/fields.json").write_text(json.dumps({"answer_kind": "json", "fields": SPECS}))
+    marker = test_set_marker(tmp_path / "data" / "dataset") if same_test_set else "<!-- test set: blake2b 0 -->"
     previous = tmp_path / "metrics/compare/parse_rate.json", tmp_path / "metrics/details/finetuned.json"
     for f in previous:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text('{"kept": true}\n', encoding="utf-8")
+    (tmp_path / report).write_text(f"# previous\n{marker}\n", encoding="utf-8")
     r = subprocess.run([sys.executable, "-m", *command], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert "score.tolerance.distance: not a numeric field; numeric fields: none" in r.stderr
-    assert "set score.tolerance in params.yaml to {}" in r.stderr
-    assert all(f.read_text(encoding="utf-8") == '{"kept": true}\n' for f in previous)
+    assert "2 predictions for 3 test samples: rerun inference" in r.stderr
+    mine = previous[0] if command == ["stages.compare"] else previous[1]
+    other = previous[1] if command == ["stages.compare"] else previous[0]
+    assert mine.exists() is same_test_set and (tmp_path / report).exists() is same_test_set
+    assert other.read_text(encoding="utf-8") == '{"kept": true}\n'          # another stage's output: untouched
+    assert ("computed on another test set" in r.stderr) is not same_test_set

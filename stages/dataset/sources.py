@@ -8,12 +8,16 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+import charset_normalizer
+
 from stages.dataset.records import Place
+
+CHINESE = ("gb18030", "gbk", "gb2312", "hz", "big5")
 
 
 def text_lines(path: Path, where: str, problems: list[str]) -> Iterator[tuple[int, str]]:
     """(line number, text) of a UTF-8 file (BOM allowed), streamed. Lines that are not UTF-8 are one problem for
-    the file, naming the first and how many; it says so when the file is GBK, as Chinese Excel saves a 'CSV'."""
+    the file, naming the first, how many and the file's likely encoding (GBK, as Chinese Excel saves a 'CSV')."""
     bad, slot, first = 0, len(problems), None
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
@@ -21,26 +25,34 @@ def text_lines(path: Path, where: str, problems: list[str]) -> Iterator[tuple[in
                 yield n, (raw.removeprefix(codecs.BOM_UTF8) if n == 1 else raw).decode("utf-8")
             except UnicodeDecodeError as e:
                 if first is None:
-                    first = (n, raw[e.start], e.start + 1, is_gbk(path))
+                    first = (n, raw[e.start], e.start + 1, likely_encoding(path))
                     problems.append("")
                 bad += 1
                 problems[slot] = not_utf8(where, *first, lines=bad)
 
 
-def is_gbk(path: Path) -> bool:
-    try:
-        Path(path).read_bytes().decode("gb18030")
-        return True
-    except UnicodeDecodeError:
-        return False
+def likely_encoding(path: Path) -> str | None:
+    """The encoding a file that is not UTF-8 most likely has (charset-normalizer's best guess), None if unknown.
+    Short Chinese text decodes as well in Korean code pages, which charset-normalizer may rank first; a Chinese
+    encoding that reads the file as cleanly wins, since Chinese Excel's GBK is what our users' files come in."""
+    matches = charset_normalizer.from_path(path)
+    best = matches.best()
+    if best is None:
+        return None
+    chinese = next((m for m in matches if m.encoding in CHINESE and m.chaos <= best.chaos), None)
+    return (chinese or best).encoding
 
 
-def not_utf8(where: str, n: int, byte: int, at: int, gbk: bool, lines: int) -> str:
-    """The one problem of a file that is not UTF-8: where it starts, how many lines, and GBK when it is."""
-    encoding = "; it reads as GBK (GB18030), as Excel saves a plain 'CSV' on a Chinese system" if gbk else ""
+def not_utf8(where: str, n: int, byte: int, at: int, encoding: str | None, lines: int) -> str:
+    """The one problem of a file that is not UTF-8: where it starts, how many lines, its likely encoding and how
+    to convert it."""
+    file = where.rsplit("/", 1)[-1]
+    guess = (f"; it is most likely {encoding}"
+             + (" (GBK), as Excel saves a plain 'CSV' on a Chinese system" if encoding in CHINESE else "")
+             + f"; convert it with `iconv -f {encoding} -t UTF-8 {file} > utf8-{file}`, or save it from Excel as "
+             "'CSV UTF-8'") if encoding else "; save it as UTF-8 (Excel: 'CSV UTF-8')"
     return (f"{where}:{n}: not UTF-8 text (byte 0x{byte:02x} at byte {at} of the line; {lines:,} "
-            f"line{'s' if lines != 1 else ''} in all){encoding}; expected UTF-8: save the file as UTF-8 "
-            "(Excel: 'CSV UTF-8')")
+            f"line{'s' if lines != 1 else ''} in all){guess}; expected UTF-8")
 
 
 def jsonl_objects(path: Path, where: str, problems: list[str]) -> Iterator[tuple[int, dict]]:

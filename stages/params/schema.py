@@ -77,6 +77,8 @@ class Data(Section):
     prompt: str = Field(min_length=1)
     system: str
     system_file: str
+    answer_kind: Literal["auto", "json", "text"]
+    on_error: Literal["fail", "skip"]
     stratify: str
     val_ratio: float = Field(ge=0, lt=1)
     test_ratio: float = Field(gt=0, lt=1)

@@ -9,6 +9,7 @@ import unicodedata
 
 import json_repair
 
+TEXT_FIELD = "answer"          # the one field of a plain-text answer
 MISSING = "(missing)"          # the predicted class of a missing value, in confusion matrices
 FENCE = re.compile(r"```(?i:json)?\s*(.*?)(?:```|$)", re.S)
 JUNK = re.compile(r"<\|[^<>|\s]{1,64}\|>")    # special tokens leaking into the text: <|unused_123|>, <|im_end|>
@@ -43,6 +44,15 @@ def parse_answer(text: str) -> tuple[dict | None, str]:
     if isinstance(repaired, list):
         repaired = next((o for o in repaired if isinstance(o, dict) and o), None)
     return (repaired, "repaired") if isinstance(repaired, dict) and repaired else (None, "failed")
+
+
+def parse_response(text: str, kind: str) -> tuple[dict | None, str]:
+    """A model's response as the fields scoring compares: the JSON object (`parse_answer`) for JSON answers; for
+    plain-text answers {"answer": the text} without junk tokens and surrounding space (`failed` when empty)."""
+    if kind == "json":
+        return parse_answer(text)
+    cleaned = JUNK.sub("", text).strip()
+    return ({TEXT_FIELD: cleaned}, "ok" if cleaned == text.strip() else "repaired") if cleaned else (None, "failed")
 
 
 def value(pred: dict | None, field: str):

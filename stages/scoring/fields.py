@@ -1,33 +1,62 @@
-"""What is scored: the reference answers, checked against the test split, and each field's type (categorical,
-numeric or text) with its tolerance, from `score.fields` or derived from the references."""
+"""What is scored, decided by the build stage from the whole data set (before training) and written to
+data/dataset/fields.json: the answer kind - JSON objects, scored field by field, or plain text, scored as one field
+`answer` - and each field's type (categorical, numeric or text) with its tolerance. Score and compare read that
+file and only check that the predictions belong to the test split."""
 from __future__ import annotations
 
 import json
 
-from stages.scoring.answers import is_number, label
+from stages.scoring.answers import TEXT_FIELD, is_number, label
+KINDS = ("json", "text")
 
-def references(pred_rows: list[dict], test_rows: list[dict]) -> list[dict]:
-    """The reference answers, checked against the test split: same length, same images, JSON objects.
-    Raises ValueError listing every bad row."""
-    if len(pred_rows) != len(test_rows):
-        raise ValueError(f"{len(pred_rows):,} predictions for {len(test_rows):,} test samples: rerun inference")
-    refs, problems = [], []
-    for i, (p, t) in enumerate(zip(pred_rows, test_rows), 1):
-        if [im["path"] if isinstance(im, dict) else im for im in p.get("images", [])] != t["images"]:
-            problems.append(f"row {i} (id {t['id']}): prediction's images differ from the test split's")
+
+def as_object(text: str) -> dict | None:
+    """The answer as a JSON object, or None when it is not one."""
+    try:
+        obj = json.loads(text)
+    except (ValueError, TypeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def reference(text: str, kind: str) -> dict:
+    """A reference answer as the fields scoring compares: the JSON object, or {"answer": text}."""
+    return as_object(text) if kind == "json" else {TEXT_FIELD: text.strip()}
+
+
+def not_object(where: str, text: str) -> str:
+    stripped = text.strip()
+    if stripped.startswith("{"):
         try:
-            ref = json.loads(p["labels"])
-        except (ValueError, TypeError):
-            ref = None
-        if not isinstance(ref, dict):
-            problems.append(f"row {i} (id {t['id']}): reference answer is not a JSON object: {p['labels']!r:.80}")
-        refs.append(ref)
-    if problems:
-        hint = ("\n  the score and compare stages compare JSON answers field by field, so every answer in "
-                "data/dataset/test.jsonl must be a JSON object" if any("not a JSON object" in q for q in problems) else "")
-        raise ValueError(f"{len(problems):,} test rows cannot be scored:\n  " + "\n  ".join(problems[:20])
-                         + ("\n  ..." if len(problems) > 20 else "") + hint)
-    return refs
+            json.loads(stripped)
+            why = "not an object"
+        except ValueError as e:
+            why = f"it looks like one but is not valid JSON: {e.msg} at column {e.colno}"
+        return (f"{where}: the answer is not a JSON object ({why}): {stripped!r:.80}; expected JSON, with "
+                "double-quoted keys and strings (a Python dict printed as text is not JSON)")
+    return (f"{where}: the answer is not a JSON object: {stripped!r:.80}; expected a JSON object "
+            "(data.answer_kind: json), or set data.answer_kind: text to score answers as plain text")
+
+
+def answer_kind(answers: list[tuple[str, str]], requested: str) -> tuple[str, list[str], list[str]]:
+    """(kind, problems, warnings) of the answers, given as (where, text). `auto`: json when every answer is a JSON
+    object or the others look like broken objects (then reported), text when none is; a mix of objects and plain
+    text is text, with a warning."""
+    objects = [as_object(text) is not None for _, text in answers]
+    kind = requested
+    if requested == "auto":
+        broken = any(not ok and text.lstrip().startswith("{") for ok, (_, text) in zip(objects, answers))
+        kind = "json" if objects and (all(objects) or broken) else "text"
+    if kind == "json":
+        return kind, [not_object(w, t) for ok, (w, t) in zip(objects, answers) if not ok], []
+    warnings = []
+    if requested == "auto" and any(objects):
+        first_obj = next(w for ok, (w, _) in zip(objects, answers) if ok)
+        first_text = next(w for ok, (w, _) in zip(objects, answers) if not ok)
+        warnings.append(f"{sum(objects):,} of {len(answers):,} answers are JSON objects (first at {first_obj}) and the "
+                        f"others plain text (first at {first_text}): all are scored as plain text; set "
+                        "data.answer_kind: json to score JSON fields (the plain-text answers are then reported)")
+    return kind, [], warnings
 
 
 def derive_fields(refs: list[dict], max_classes: int) -> dict[str, str]:
@@ -43,32 +72,37 @@ def derive_fields(refs: list[dict], max_classes: int) -> dict[str, str]:
     return out
 
 
-def resolve_fields(refs: list[dict], fields: dict[str, str], tolerance: dict[str, float],
-                   max_classes: int) -> dict[str, dict]:
-    """The fields to score: field -> {type, tolerance}, from `score.fields` or derived when that is empty.
-    Raises ValueError naming every problem: a field some references lack, a numeric field with
-    non-numbers, a tolerance for a field that is not numeric."""
+def resolve_fields(refs: list[dict], fields: dict[str, str], tolerance: dict[str, float], max_classes: int,
+                   where: list[str] | None = None) -> tuple[dict[str, dict], list[str], list[str]]:
+    """The fields to score, field -> {type, tolerance}, from `score.fields` or derived when that is empty, with the
+    problems (a field some answers lack, a numeric field with non-numbers, a tolerance for a field that is not
+    numeric) and warnings (a tolerance for a field no answer has: ignored, so the default fits any data)."""
     if not refs:
-        raise ValueError("no reference answers to score against")
+        return {}, ["no reference answers to score against"], []
+    where = where or [f"row {i}" for i in range(1, len(refs) + 1)]
     types = dict(fields) or derive_fields(refs, max_classes)
-    problems = []
+    present = list(dict.fromkeys(k for r in refs for k in r))
+    problems, warnings = [], []
     for f, kind in types.items():
-        lacking = [i + 1 for i, r in enumerate(refs) if r.get(f) is None]
+        lacking = [w for w, r in zip(where, refs) if r.get(f) is None]
         if lacking:
-            problems.append(f"score.fields.{f}: {len(lacking):,} of {len(refs):,} reference answers have no value "
-                            f"(rows {', '.join(map(str, lacking[:5]))}{', ...' if len(lacking) > 5 else ''})")
+            problems.append(f"answer field {f}: {len(lacking):,} of {len(refs):,} answers have no value (at "
+                            f"{', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}); expected a value in "
+                            f"every answer, or list the fields to score in score.fields (fields: {', '.join(present)})")
         elif kind == "numeric" and not all(is_number(r[f]) for r in refs):
-            bad = next(r[f] for r in refs if not is_number(r[f]))
-            problems.append(f"score.fields.{f}: numeric, but reference answers hold non-numbers, e.g. {bad!r}; "
+            w, bad = next((w, r[f]) for w, r in zip(where, refs) if not is_number(r[f]))
+            problems.append(f"score.fields.{f}: numeric, but answers hold non-numbers, e.g. {bad!r} at {w}; "
                             f"use categorical or text")
+    numeric = [k for k, t in types.items() if t == "numeric"]
     for f in tolerance:
-        if types.get(f) != "numeric":
-            numeric = [k for k, t in types.items() if t == "numeric"]
+        if f not in present:
+            warnings.append(f"score.tolerance.{f}: no answer has a field {f!r}, so it is not used (answer fields: "
+                            f"{', '.join(present)})")
+        elif types.get(f) != "numeric":
             problems.append(f"score.tolerance.{f}: not a numeric field; numeric fields: {', '.join(numeric) or 'none'} "
                             "(set score.tolerance in params.yaml to {} or to numeric fields of your answers)")
-    if problems:
-        raise ValueError("score params do not fit the reference answers:\n  " + "\n  ".join(problems))
-    return {f: {"type": kind, "tolerance": tolerance.get(f, 0)} for f, kind in types.items()}
+    specs = {f: {"type": kind, "tolerance": tolerance.get(f, 0)} for f, kind in types.items()}
+    return specs, problems, warnings
 
 
 def headline_names(specs: dict[str, dict]) -> dict[str, str]:
@@ -78,8 +112,14 @@ def headline_names(specs: dict[str, dict]) -> dict[str, str]:
     return {f: f"{f}_{main[s['type']]}" for f, s in specs.items()}
 
 
-def scored_fields(pred_rows: list[dict], test_rows: list[dict], score_params: dict) -> tuple[list[dict], dict]:
-    """The reference answers and the fields to score, checked against the test split and the score params.
-    Raises ValueError naming every problem."""
-    refs = references(pred_rows, test_rows)
-    return refs, resolve_fields(refs, score_params["fields"], score_params["tolerance"], score_params["max_classes"])
+def check_predictions(pred_rows: list[dict], test_rows: list[dict]) -> list[str]:
+    """Problems that show the predictions are not of this test split: another length, other images or answers."""
+    if len(pred_rows) != len(test_rows):
+        return [f"{len(pred_rows):,} predictions for {len(test_rows):,} test samples: rerun inference"]
+    problems = []
+    for i, (p, t) in enumerate(zip(pred_rows, test_rows), 1):
+        if [im["path"] if isinstance(im, dict) else im for im in p.get("images", [])] != t["images"]:
+            problems.append(f"row {i} (id {t['id']}): prediction's images differ from the test split's")
+        elif p.get("labels") != t["messages"][-1]["content"]:
+            problems.append(f"row {i} (id {t['id']}): prediction's reference answer differs from the test split's")
+    return problems

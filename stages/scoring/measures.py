@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from stages.scoring.answers import MISSING, is_number, label, normalise_text, value
 from stages.scoring.fields import headline_names
+from stages.scoring.paired import mean_interval
+from stages.scoring.text import MEASURES, per_item
 
 Z95 = 1.959963984540054        # standard normal quantile at 0.975: two-sided 95 %
 
@@ -91,10 +95,25 @@ def score_numeric(refs: list, preds: list, tolerance: float) -> dict:
             "missing": sum(p is None for p in preds)}
 
 
+def text_scores(refs: list, preds: list) -> dict[str, list[float]]:
+    """BLEU, chrF, ROUGE-L and CER per item of a text field (stages/scoring/text.py)."""
+    return per_item([label(r) for r in refs], [None if p is None else label(p) for p in preds])
+
+
+def mean_with_interval(name: str, values: list[float]) -> dict:
+    """{name: mean, name_ci95: {lower, upper}}: the 95 % bootstrap interval over the test items."""
+    if not values:
+        return {name: None, f"{name}_ci95": {"lower": None, "upper": None}}
+    lower, upper = mean_interval(np.asarray(values, float))
+    return {name: round(float(np.mean(values)), 4), f"{name}_ci95": {"lower": round(lower, 4), "upper": round(upper, 4)}}
+
+
 def score_text(refs: list, preds: list) -> dict:
     norm = [p is not None and normalise_text(label(p)) == normalise_text(label(r)) for r, p in zip(refs, preds)]
+    scores = text_scores(refs, preds)
     return {**rate("exact", sum(p == r for r, p in zip(refs, preds)), len(refs)),
-            **rate("normalised", sum(norm), len(refs)), "missing": sum(p is None for p in preds)}
+            **rate("normalised", sum(norm), len(refs)), "missing": sum(p is None for p in preds),
+            **{k: v for m in MEASURES for k, v in mean_with_interval(m, scores[m]).items()}}
 
 
 def score(pairs: list[tuple[dict, dict | None]], specs: dict[str, dict]) -> dict:
@@ -120,11 +139,15 @@ def wrong_fields(ref: dict, pred: dict | None, specs: dict[str, dict]) -> list[s
 
 def worst(rows: list[tuple[dict, dict | None, str]], specs: dict[str, dict], k: int) -> list[int]:
     """Indices of the `k` worst (reference, prediction, parse status) rows, worst first: failed parses,
-    then more wrong fields, then larger numeric errors; rows with nothing wrong never appear."""
+    then more wrong fields, then larger numeric errors, then lower chrF of the text fields; rows with nothing wrong
+    never appear."""
+    text = [f for f, s in specs.items() if s["type"] == "text"]
+    chrf = {f: text_scores([r[f] for r, _, _ in rows], [value(p, f) for _, p, _ in rows])["chrf"] for f in text}
+
     def badness(i: int) -> tuple:
         ref, pred, status = rows[i]
         err = sum(abs(value(pred, f) - ref[f]) for f, s in specs.items()
                   if s["type"] == "numeric" and is_number(value(pred, f)))
-        return status == "failed", len(wrong_fields(ref, pred, specs)), err
+        return status == "failed", len(wrong_fields(ref, pred, specs)), err, sum(1 - chrf[f][i] for f in text)
     bad = [i for i in range(len(rows)) if badness(i)[:2] != (False, 0)]
     return sorted(bad, key=lambda i: tuple(-x for x in badness(i)))[:k]

@@ -12,8 +12,9 @@ from statsmodels.stats.contingency_tables import mcnemar
 RESAMPLES = 9999
 
 
-def diff_interval(d: np.ndarray) -> tuple[float, float]:
-    """95 % bootstrap interval of the mean of per-item differences `d`; a point when every difference is equal."""
+def mean_interval(d: np.ndarray) -> tuple[float, float]:
+    """95 % bootstrap interval of the mean of per-item values `d` (scores, or two models' differences); a point when
+    every value is equal."""
     if np.all(d == d[0]):
         return float(d[0]), float(d[0])
     with warnings.catch_warnings():
@@ -26,7 +27,7 @@ def diff_interval(d: np.ndarray) -> tuple[float, float]:
 
 
 def row(base: float | None, tuned: float | None, d: np.ndarray | None, p: float | None) -> dict:
-    lo, hi = diff_interval(d) if d is not None and len(d) else (None, None)
+    lo, hi = mean_interval(d) if d is not None and len(d) else (None, None)
     r4 = lambda x: None if x is None else round(float(x), 4)   # noqa: E731
     return {"base": r4(base), "finetuned": r4(tuned), "diff": r4(None if base is None else tuned - base),
             "ci95_lower": r4(lo), "ci95_upper": r4(hi), "p_value": None if p is None else float(f"{p:.3g}")}

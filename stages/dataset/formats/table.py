@@ -21,16 +21,16 @@ def detects(path: Path, first) -> bool:
     return path.suffix in (".csv", ".tsv")
 
 
-def csv_record_lines(path: Path, sep: str, where: str, problems: list[str]) -> list[int]:
-    """The line where each data record of a CSV/TSV starts; ragged or badly quoted records are problems.
-    (pandas stops at the first bad line and cannot name the others, so the file is scanned first.)"""
+def csv_records(path: Path, sep: str, where: str, problems: list[str]) -> tuple[list[str], list[tuple[int, list]]]:
+    """The header and the (start line, fields) of each well-formed record of a CSV/TSV; a ragged or badly quoted
+    record is a problem and the others are still read (pandas would stop at the first bad line)."""
     last = 0
 
     def counted():
         nonlocal last
         for last, text in text_lines(path, where, problems):
             yield text
-    reader, starts, header = csv.reader(counted(), delimiter=sep, strict=True), [], None
+    reader, records, header = csv.reader(counted(), delimiter=sep, strict=True), [], None
     try:
         for fields in reader:
             start = last - sum(f.count("\n") for f in fields)   # quoted fields may span lines
@@ -42,10 +42,11 @@ def csv_record_lines(path: Path, sep: str, where: str, problems: list[str]) -> l
                 problems.append(f"{where}:{start}: malformed row: {len(fields)} fields, expected {len(header)} "
                                 f"like the header ({', '.join(header)}); quote values that contain {sep!r}")
             else:
-                starts.append(start)
+                records.append((start, fields))
     except csv.Error as e:
-        problems.append(f"{where}:{last}: malformed CSV ({e}); expected fields quoted with \"...\"")
-    return starts
+        problems.append(f"{where}:{last}: malformed CSV ({e}), so the rest of the file cannot be read; expected "
+                        "fields quoted with \"...\"")
+    return header or [], records
 
 
 def typed(cells: pd.Series) -> list:
@@ -102,11 +103,12 @@ def read(path: Path, cfg: dict, place: Place, problems: list[str], exclude: set[
         problems.append(f"{where}: unsupported labels format {path.suffix!r}; expected .csv, .tsv or .jsonl "
                         "(export spreadsheets as 'CSV UTF-8')")
         return
-    sep, before = ("\t" if path.suffix == ".tsv" else ","), len(problems)
-    lines = csv_record_lines(path, sep, where, problems)
-    if len(problems) > before:
+    header, rows = csv_records(path, "\t" if path.suffix == ".tsv" else ",", where, problems)
+    lines = [n for n, _ in rows]
+    df = pd.DataFrame([fields for _, fields in rows], columns=header, dtype=object)
+    df = df.mask(df == "")   # an empty cell is NaN, as pandas reads it
+    if not header:
         return
-    df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
     if missing := [c for c in needed if c not in df.columns]:
         problems.append(f"{where}: missing column(s) {', '.join(missing)}; "
                         f"the table has {', '.join(map(str, df.columns))}")
