@@ -71,7 +71,8 @@ def test_stratified_split_names_every_class_too_small_to_split():
 def test_class_label_is_the_answer_field_as_json():
     assert class_label(swift_row("1", [], "q", '{"status": "ok", "n": 3}', ""), "status") == '"ok"'
     assert class_label(swift_row("1", [], "q", '{"status": "ok", "n": 3}', ""), "n") == "3"
-    assert class_label(swift_row("2", [], "q", "plain text", ""), "status") is None
+    assert class_label(swift_row("1", [], "q", '{"status": "ok", "n": 3}', ""), "other") is None
+    assert class_label(swift_row("2", [], "q", "plain text", ""), "status") == '"plain text"'   # its own class
 
 
 def test_typed_columns_keep_numbers_numbers_and_codes_text():

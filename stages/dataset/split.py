@@ -45,13 +45,18 @@ def stratified_split(labels: list[str], val_ratio: float, test_ratio: float, see
 
 
 def class_label(row: dict, field: str) -> str | None:
-    """The class a row is stratified by: its answer's field `field` as JSON text; None when the answer is not a
-    JSON object with that field."""
+    """The class a row is stratified by: its answer's field `field` as JSON text; a plain-text answer (not JSON) is
+    its own class (as JSON text too); None when the answer is a JSON object without that field."""
     try:
-        answer = json.loads(row["messages"][-1]["content"])
-    except (ValueError, TypeError, KeyError, IndexError):
+        content = row["messages"][-1]["content"]
+        answer = json.loads(content)
+    except (ValueError, TypeError):
+        return json.dumps(content, ensure_ascii=False) if isinstance(content, str) and content.strip() else None
+    except (KeyError, IndexError):
         return None
-    return json.dumps(answer[field], ensure_ascii=False) if isinstance(answer, dict) and field in answer else None
+    if not isinstance(answer, dict):
+        return json.dumps(content, ensure_ascii=False)
+    return json.dumps(answer[field], ensure_ascii=False) if field in answer else None
 
 
 def imbalance_warning(labels: list[str], field: str, ratio: float) -> str | None:

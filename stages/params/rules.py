@@ -44,6 +44,10 @@ def rule_problems(p: dict) -> list[str]:
                             f"{'vision tower' if part == 'vit' else 'aligner'} is not trained); set "
                             f"train.freeze_{part}: false or train.{part}_lr: null"
           for part in ("vit", "aligner") if t.get(f"{part}_lr") is not None and t.get(f"freeze_{part}")),
+        lambda: f"data.answer_kind: text with data.format {d['format']} takes one answer column; data.columns.answer "
+                f"lists {len(d['columns']['answer'])} ({', '.join(d['columns']['answer'])}): keep one, or set "
+                "data.answer_kind: json (or auto) for a JSON object of them"
+        if d["answer_kind"] == "text" and d["format"] == "table" and len(d["columns"]["answer"]) > 1 else None,
         lambda: f"score.tolerance: {', '.join(bad)} not numeric in score.fields; numeric fields: "
                 f"{', '.join(f for f, k in s['fields'].items() if k == 'numeric') or 'none'}"
         if (bad := [f for f in s["tolerance"] if s["fields"] and s["fields"].get(f) != "numeric"]) else None,

@@ -67,8 +67,15 @@ def typed(cells: pd.Series) -> list:
     return [None if is_empty(v) else kind(v) for v in cells.astype(object)]
 
 
+def plain_text(cfg: dict) -> bool:
+    """Whether the answer is the one answer column's text (data.answer_kind text, or auto with one answer column:
+    a caption stays a caption) rather than a JSON object of the answer columns."""
+    return cfg["answer_kind"] == "text" or (cfg["answer_kind"] == "auto" and len(cfg["columns"]["answer"]) == 1)
+
+
 def table_record(rec: dict, where: str, default_id: str, cfg: dict, problems: list[str]) -> Record:
-    """One table row -> an ms-swift row; the answer is the answer columns as a JSON object, in their order."""
+    """One table row -> an ms-swift row; the answer is the answer columns as a JSON object, in their order, or the
+    one answer column's text (`plain_text`)."""
     cols = cfg["columns"]
     sid = default_id if not cols["id"] or is_empty(rec[cols["id"]]) else str(rec[cols["id"]])
     if cols["id"] and is_empty(rec[cols["id"]]):
@@ -82,6 +89,8 @@ def table_record(rec: dict, where: str, default_id: str, cfg: dict, problems: li
     answer = {c: rec[c] for c in cols["answer"]}
     if empty := [c for c, v in answer.items() if is_empty(v)]:
         problems.append(f"{where}: empty answer field(s) {', '.join(empty)}; expected a value in every answer column")
+    if plain_text(cfg) and not empty:   # (an empty one is reported above, once)
+        answer = answer_text(rec[cols["answer"][0]])
     question = cfg["prompt"] if not cols["question"] or is_empty(rec[cols["question"]]) else str(rec[cols["question"]])
     system = cfg["system"] if not cols["system"] or is_empty(rec[cols["system"]]) else str(rec[cols["system"]])
     return Record(where, swift_row(sid, images, question, answer_text(answer), system))
@@ -113,7 +122,7 @@ def read(path: Path, cfg: dict, place: Place, problems: list[str], exclude: set[
         problems.append(f"{where}: missing column(s) {', '.join(missing)}; "
                         f"the table has {', '.join(map(str, df.columns))}")
         return
-    for col in cols["answer"]:
+    for col in cols["answer"] if not plain_text(cfg) else []:   # plain text stays as written
         df[col] = pd.Series(typed(df[col]), index=df.index, dtype=object)
     for start in range(0, len(df), 1000):   # rows as dicts, a chunk at a time
         for n, rec in zip(lines[start:start + 1000], df.iloc[start:start + 1000].to_dict("records")):
