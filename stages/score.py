@@ -71,8 +71,8 @@ def worst_markdown(which: str, table: list[dict], n: int, marker: str = "") -> s
     """The worst predictions as a Markdown table; image links are relative to metrics/ (in <...>, so that paths
     with spaces stay links). `marker` names the test set, so that a later failed run can tell these apart."""
     lines = [f"# Worst predictions: {which} ({len(table):,} shown of {n:,})", "",
-             "Failed parses first, then more wrong fields, then larger numeric errors. `predicted` is the parsed",
-             "answer, or the raw response (a JSON string) when it did not parse.", ""]
+             "Failed parses first, then more wrong fields, then larger numeric errors, then lower chrF of text fields.",
+             "`predicted` is the parsed answer, or the raw response (a JSON string) when it did not parse.", ""]
     end = [marker] if marker else []
     if not table:
         return "\n".join(lines + ["Every prediction is right.", *end, ""])

@@ -297,3 +297,62 @@ def test_filename_fixed_test_folder_inside_the_image_folder_is_not_trained_on(ra
     ids = [json.loads(line)["id"] for line in spool.getvalue().splitlines()]
     assert ids == ["0_a", "0_c", "1_b", "0_e", "1_d"]
     assert sorted(ids[i] for i in parts["test"]) == ["0_e", "1_d"]
+
+
+# --- the issue's own-data cases: every bad line at once, skipping bad rows --------------------------------------
+
+def four_bad_lines(raw) -> None:
+    """Four good rows, then a missing image, a path escaping the folder, an empty label and an extra field."""
+    table(raw, *four_good_rows(raw), "b1,images/nope.png,ok", "b2,../../etc/passwd,ok",
+          f"b3,{raw.image('images/b3.png')},", f"b4,{raw.image('images/b4.png')},ok,extra")
+
+
+def test_four_bad_lines_of_a_csv_are_reported_in_one_run(raw):
+    four_bad_lines(raw)
+    assert problems(raw) == [
+        "4 problems in the input data (nothing was written):",
+        "  data/raw/labels.csv:9: malformed row: 4 fields, expected 3 like the header (id, image, label); "
+        "quote values that contain ','",
+        "  data/raw/labels.csv:6: image not found: data/raw/images/nope.png",
+        "  data/raw/labels.csv:7: image path '../../etc/passwd' escapes the data folder data/raw; expected a path "
+        "inside it",
+        "  data/raw/labels.csv:8: empty answer field(s) label; expected a value in every answer column"]
+
+
+def test_skip_keeps_exactly_the_good_rows_and_lists_the_dropped_ones(raw):
+    four_bad_lines(raw)
+    spool = io.StringIO()
+    parts, schema, bad, warnings = build_dataset(cfg(on_error="skip"), MODEL, SCORE, 0, spool, raw.root)
+    rows = [json.loads(line) for line in spool.getvalue().splitlines()]
+    kept = sorted(rows[i]["id"] for idx in parts.values() for i in idx)
+    assert kept == ["g0", "g1", "g2", "g3"]
+    assert list(bad) == ["data/raw/labels.csv:9", "data/raw/labels.csv:6", "data/raw/labels.csv:7",
+                         "data/raw/labels.csv:8"]
+    assert bad["data/raw/labels.csv:6"] == ["data/raw/labels.csv:6: image not found: data/raw/images/nope.png"]
+    assert schema == {"answer_kind": "text", "fields": {"answer": {"type": "categorical", "tolerance": 0}}}
+    assert warnings == ["score.tolerance.distance: no answer has a field 'distance', so it is not used "
+                        "(answer fields: answer)"]
+
+
+def test_skip_still_stops_on_a_problem_of_the_whole_file(raw):
+    table(raw, *four_good_rows(raw), header="id,picture,label")
+    assert problems(raw, on_error="skip")[1] == "  data/raw/labels.csv: missing column(s) image; the table has id, picture, label"
+
+
+def test_a_python_dict_among_json_answers_is_a_build_error_with_its_line(raw):
+    a, b = raw.image("images/a.png"), raw.image("images/b.png")
+    (raw / "qa.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in [
+            {"image": a, "answer": {"animal": "cat"}}, {"image": b, "answer": "{'animal': 'dog'}"},
+            {"image": a, "answer": {"animal": "bird"}}, {"image": b, "answer": {"animal": "cow"}}]), encoding="utf-8")
+    found = problems(raw, format="qa_jsonl", labels="qa.jsonl")
+    assert found[0] == "1 problem in the input data (nothing was written):"
+    assert found[1].startswith("  data/raw/qa.jsonl:2: the answer is not a JSON object (it looks like one but is not "
+                               "valid JSON: Expecting property name enclosed in double quotes at column 2)")
+
+
+def test_a_tolerance_on_a_text_field_is_a_build_error(raw):
+    table(raw, *four_good_rows(raw))
+    score = {**SCORE, "tolerance": {"label": 1}}
+    with pytest.raises(DataError, match=r"score\.tolerance\.label: not a numeric field; numeric fields: none"):
+        build_dataset(cfg(answer_kind="json"), MODEL, score, 0, io.StringIO(), raw.root)

@@ -233,3 +233,24 @@ def test_worst_orders_failed_then_wrong_fields_then_error_and_skips_right_ones()
     assert worst(rows, SPECS, k=10) == [3, 4, 1, 2]
     assert worst(rows, SPECS, k=2) == [3, 4]
     assert worst(rows[:1], SPECS, k=5) == []
+
+
+def test_text_metrics_in_english_match_sacrebleu_and_work_by_character_in_chinese():
+    import sacrebleu
+
+    from stages.scoring.text import item_scores
+    en = item_scores("A dog is running on grass.", "A dog runs on the grass.")
+    assert en["bleu"] == pytest.approx(sacrebleu.sentence_bleu("A dog runs on the grass.",
+                                                               ["A dog is running on grass."]).score / 100)
+    zh = item_scores("一只白狗在海滩上奔跑。", "一只黑狗在海滩上奔跑。")    # one character of eleven differs
+    assert zh["cer"] == pytest.approx(1 / 11) and 0.8 < zh["rouge_l"] < 1 and 0.5 < zh["bleu"] < 1
+    assert item_scores("一只白狗。", "一只白狗。") == {"bleu": pytest.approx(1), "chrf": 1, "rouge_l": 1, "cer": 0}
+    assert item_scores("一只白狗。", None) == {"bleu": 0, "chrf": 0, "rouge_l": 0, "cer": 1}
+
+
+def test_a_text_field_gets_text_metrics_with_intervals():
+    refs = [{"t": s} for s in ("一只白狗在海滩上奔跑。", "白色桌子上的一个红色方块。", "A red square.")]
+    preds = [{"t": "一只黑狗在海滩上奔跑。"}, None, {"t": "A red square."}]
+    m = score(list(zip(refs, preds)), {"t": {"type": "text", "tolerance": 0}})["fields"]["t"]
+    assert m["cer"] == pytest.approx((1 / 11 + 1 + 0) / 3, abs=1e-4)
+    assert m["chrf_ci95"]["lower"] <= m["chrf"] <= m["chrf_ci95"]["upper"]

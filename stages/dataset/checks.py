@@ -123,8 +123,8 @@ class Checker:
                     self.n_large += 1
                     self.largest = max(self.largest, (px, rel, info.width, info.height))
             info = self.images[rel]
-            if isinstance(info, str):
-                self.problems.append(f"{where}: image {rel} {info}")
+            if isinstance(info, str):   # (the filename format's rows are named by their image already)
+                self.problems.append(f"{where}: the image {info}" if where == rel else f"{where}: image {rel} {info}")
             paths.append(rel)
             digests.append(info.digest if isinstance(info, ImageInfo) else b"")
         return {**row, "images": paths}, tuple(digests)
