@@ -65,6 +65,8 @@ def sft_argv(p: dict, output_dir: str) -> list[str]:
         "--save_total_limit", "2",              # ms-swift keeps the best and the last
         "--dataset", "data/dataset/train.jsonl", "--val_dataset", "data/dataset/val.jsonl",
         "--split_dataset_ratio", "0", "--dataset_num_proc", "1",
+        "--strict", "true",   # a row ms-swift cannot encode (longer than max_length) stops training; without it the
+                              # row is silently replaced by another one (LazyLLMDataset) or dropped
         "--seed", flag(p["seed"]), "--data_seed", flag(p["seed"]),
         "--output_dir", output_dir, "--add_version", "false", "--check_model", "false", "--report_to", t["report_to"],
     ]

@@ -32,6 +32,7 @@ def test_sft_argv_maps_every_knob():
     assert argv[argv.index("--target_modules") + 1:argv.index("--target_modules") + 3] == ["q_proj", "v_proj"]
     assert o["--learning_rate"] == str(p["train"]["learning_rate"])
     assert o["--add_version"] == "false" and o["--check_model"] == "false"
+    assert o["--strict"] == "true"       # a row longer than max_length stops training instead of being swapped
     assert o["--output_dir"] == "models/checkpoints"
     conditional = {"vit_lr", "aligner_lr", "quant_bits", "early_stop_interval", "resume", "nproc_per_node", "deepspeed",
                    "freeze_parameters"}

@@ -75,3 +75,27 @@ def test_dvc_repro_build_on_bad_data_keeps_the_previous_dataset(tmp_path):
     assert done.returncode != 0
     assert "data/user/labels.csv:3: image not found: data/user/images/s2_a.png" in done.stdout + done.stderr
     assert {p.name: p.read_bytes() for p in (repo / "data" / "dataset").iterdir()} == before
+
+
+def test_skip_writes_the_good_rows_and_lists_the_dropped_ones(tmp_path):
+    """data.on_error: skip, as a stage run: exit 0, every good row in the splits, each bad one in dropped.jsonl."""
+    import json
+
+    repo = repo_copy(tmp_path, "table")
+    labels = repo / "data" / "user" / "labels.csv"
+    labels.write_text(labels.read_text(encoding="utf-8") + "s7,images/nope.png,images/s1_b.png,,+,3,007,false,0.9\n"
+                      "s8,images/s1_a.png,images/s1_b.png,,+,3,007,false\n", encoding="utf-8")
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["on_error"] = "skip"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    done = build(repo)
+    assert done.returncode == 0, done.stderr
+    assert "data.on_error: skip dropped 2 rows with problems" in done.stderr
+    out = repo / "data" / "dataset"
+    ids = [json.loads(line)["id"] for part in ("train", "val", "test")
+           for line in (out / f"{part}.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(ids) == ["s1", "s2", "s3", "s4", "s5", "s6"]
+    dropped = [json.loads(line) for line in (out / "dropped.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [d["where"] for d in dropped] == ["data/user/labels.csv:10", "data/user/labels.csv:9"]
+    assert dropped[1]["problems"] == ["image not found: data/user/images/nope.png"]
+    assert dropped[0]["problems"][0].startswith("malformed row: 8 fields, expected 9")

@@ -40,3 +40,13 @@ def test_atomic_file_for_tools_that_append(tmp_path):
 def test_count():
     assert count(1204, "sample") == "1,204 samples"
     assert count(1, "sample") == "1 sample"
+
+
+def test_write_atomic_makes_an_ordinary_file_not_a_private_one(tmp_path):
+    from stages.common import write_atomic
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "metrics.json", "{}\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644      # mkstemp alone gives 0o600

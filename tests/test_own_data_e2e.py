@@ -98,3 +98,13 @@ def test_captions_are_trained_inferred_and_scored_as_text(repo, tmp_path, lang):
     test_answers = [json.loads(line)["messages"][-1]["content"] for line in
                     (repo / "data/dataset/test.jsonl").read_text(encoding="utf-8").splitlines()]
     assert n_test == len(test_answers) and all(a in CAPTIONS[lang] for a in test_answers)   # no JSON wrapper
+
+
+def test_rows_longer_than_max_length_stop_training_instead_of_being_swapped(repo):
+    """ms-swift replaces a row it cannot encode by another one unless --strict: the train stage passes it, so a
+    max_length too short for the data is an error, not a silently different training set."""
+    run_readme(repo, ROOT / "tests" / "fixtures" / "table" / "data", "table")
+    _, runs = readme_commands()
+    done = sh("bash", "-c", runs["table"] + " -S train.max_length=32", cwd=repo, check=False)
+    assert done.returncode != 0
+    assert "max_length" in done.stdout + done.stderr and "failed to reproduce 'train'" in done.stderr
