@@ -2,8 +2,8 @@
 
 builtin    - a tiny random Qwen3-VL (or Qwen2-VL) built offline, deterministic from the seed (the default);
 local      - an existing model directory, hard-linked (no copy) where the filesystem allows;
-modelscope - a ModelScope download at a pinned revision into ModelScope's cache, hard-linked here
-             (token from MODELSCOPE_API_TOKEN only).
+modelscope - a ModelScope download of one revision into ModelScope's cache, hard-linked here
+             (stages/hub/snapshot.py; endpoint and token from MODELSCOPE_ENDPOINT and MODELSCOPE_API_TOKEN only).
 """
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import json
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from stages.common import ROOT, atomic_dir, setup_logging, stage_params
+from stages.hub.snapshot import DownloadError, download
 
 OUT = ROOT / "models" / "base"
 log = logging.getLogger("model")
@@ -49,18 +51,6 @@ def link_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True)
 
 
-def download(model_id: str, revision: str, dst: Path) -> None:
-    """Into ModelScope's own cache (MODELSCOPE_CACHE): resumable after a kill, downloaded once per machine
-    however many workspaces (`dvc exp run --queue` runs each in its own) link it into models/base."""
-    from modelscope import snapshot_download
-    from modelscope.hub.api import HubApi
-
-    if token := os.environ.get("MODELSCOPE_API_TOKEN"):
-        HubApi().login(token)
-    log.info("downloading %s@%s from ModelScope", model_id, revision)
-    link_tree(Path(snapshot_download(model_id, revision=revision)), dst)
-
-
 def obtain(cfg: dict, seed: int, dst: Path) -> None:
     """Fill `dst` with the model from its source, then check it is complete and runs no foreign code."""
     if cfg["source"] == "builtin":
@@ -84,8 +74,12 @@ def obtain(cfg: dict, seed: int, dst: Path) -> None:
 def main() -> None:
     setup_logging()
     p = stage_params("model")
-    with atomic_dir(OUT) as tmp:
-        obtain(p["model"], p["seed"], tmp)
+    try:
+        with atomic_dir(OUT) as tmp:
+            obtain(p["model"], p["seed"], tmp)
+    except (DownloadError, FileNotFoundError, PermissionError) as e:   # models/base is as it was
+        log.error("%s", e)
+        sys.exit(1)
     log.info("base model (%s) ready in %s", p["model"]["source"], OUT.relative_to(ROOT))
 
 
