@@ -57,7 +57,8 @@ def test_repro_outputs_and_metrics(reproduced):
     lines = shown.splitlines()
     assert lines[0].split() == ["Path", "base", "ci95_lower", "ci95_upper", "diff", "finetuned", "p_value"], shown
     assert {line.split()[0] for line in lines[1:]} == {f"metrics/compare/{m}.json" for m in (
-        "parse_rate", "exact_match", "direction_accuracy", "distance_within_tol", "analysis_normalised", "distance_mae")}
+        "parse_rate", "exact_match", "direction_accuracy", "distance_within_tol", "analysis_normalised", "distance_mae",
+        "analysis_chrf")}
     assert max(map(len, lines)) <= 120, shown                         # the headline fits a terminal
 
 
