@@ -4,6 +4,7 @@ files: pinned revisions, the cache, broken connections, kills, corrupt files, pr
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from tests.hub_server import CLIENT_VERSIONS, Hub, Repo
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_ID = "test-org/tiny-qwen3-vl"
-TOKEN = "ms-test-token-7f3a9c"   # never to be seen outside the environment
+TOKEN = "ms-" + secrets.token_hex(12)   # made per run, so not even this file holds it; never to be seen outside env
 
 
 @pytest.fixture(scope="module")
