@@ -2,8 +2,8 @@
 model.source: modelscope, in a temporary copy of the repository, from the test hub on 127.0.0.1
 (tests/hub_server.py, which streams files from disk), for a model whose weights file is 64 MiB and then 1 GiB.
 
-    python bench/download_memory.py            # 64 MiB and 1 GiB (needs ~3 GB of free disk in $TMPDIR)
-    python bench/download_memory.py --sizes 64 # MiB, one run per size
+    python -m bench.download_memory            # 64 MiB and 1 GiB (needs ~3 GB of free disk in $TMPDIR)
+    python -m bench.download_memory --sizes 64 # MiB, one run per size
 
 It prints, per size, the wall time and the stage's peak resident memory (ru_maxrss of the child): flat in the file
 size when the client streams to disk.
