@@ -22,7 +22,7 @@ from stages.common import ROOT, atomic_dir, count, setup_logging, stage_params
 from stages.dataset.checks import Checker, DataError, large_image_warning, pixel_budget
 from stages.dataset.formats import detect, reader
 from stages.dataset.records import Place, Record
-from stages.dataset.rows import Rows, sort_problems
+from stages.dataset.rows import Rows, last_content, sort_problems
 from stages.dataset.sources import inputs, system_prompt
 from stages.dataset.split import class_label, imbalance_warning, leakage_warning, split, stratified_split
 from stages.scoring.fields import answer_kind, reference, resolve_fields
@@ -59,7 +59,7 @@ def check_all(fmt: str, paths: dict[str, Path], cfg: dict, place: Place, checker
                 checker.problems.append(f"{rec.where}: the answer has no field {field!r} (data.stratify); "
                                         "expected a JSON object with it")
             rows.file.append(n_file), rows.digests.append(digest), rows.labels.append(label)
-            rows.where.append(rec.where), rows.answers.append(row["messages"][-1].get("content") or "")
+            rows.where.append(rec.where), rows.answers.append(last_content(row))
         if len(rows.where) == count_before and len(checker.problems) == before_file:
             checker.problems.append(f"{place.rel(paths[key])}: no samples; expected at least one (format {fmt})")
     return rows
@@ -84,7 +84,8 @@ def what_is_scored(rows: Rows, kept: list[int], cfg: dict, score: dict) -> tuple
     if not kept:   # nothing to judge: the other problems say why
         return {"answer_kind": cfg["answer_kind"], "fields": {}}, [], []
     kind, row_problems, warnings = answer_kind([(rows.where[i], rows.answers[i]) for i in kept], cfg["answer_kind"])
-    good = [i for i in kept if not any(p.startswith(rows.where[i] + ": ") for p in row_problems)]
+    named = {p.split(": ", 1)[0] for p in row_problems}
+    good = [i for i in kept if rows.where[i] not in named]
     refs = [reference(rows.answers[i], kind) for i in good]
     specs, problems, more = resolve_fields(refs, score["fields"], score["tolerance"], score["max_classes"],
                                            [rows.where[i] for i in good])
@@ -114,9 +115,10 @@ def build_dataset(cfg: dict, model: dict, score: dict, seed: int, spool: TextIO,
     schema, more, scoring_warnings = what_is_scored(rows, [i for i in rows.kept() if rows.where[i] not in troubled], cfg, score)
     fatal += sort_problems(more, rows, skip)
     parts, kept = {}, rows.kept()
-    if not kept and rows.bad and not fatal:
-        fatal.append(f"no rows left after dropping {count(len(rows.bad), 'row')} with problems:\n  "
-                     + "\n  ".join(ps[0] for ps in list(rows.bad.values())[:20]))
+    for n_file, key in enumerate(k for k in ("labels", "test_labels") if k in paths):
+        if rows.bad and not fatal and not any(rows.file[i] == n_file for i in kept):
+            fatal.append(f"data.{key}: no rows left after dropping {count(len(rows.bad), 'row')} with problems:\n  "
+                         + "\n  ".join(ps[0] for ps in list(rows.bad.values())[:20]))
     if kept and not fatal:
         try:
             parts = split_rows(rows, kept, cfg, seed)

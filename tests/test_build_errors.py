@@ -164,7 +164,7 @@ def test_non_utf8_text(raw):
     assert found == [
         "1 problem in the input data (nothing was written):",
         "  data/raw/labels.csv:2: not UTF-8 text (byte 0xbd at byte 16 of the line; 30 lines in all); it is most "
-        "likely gb18030 (GBK), as Excel saves a plain 'CSV' on a Chinese system; convert it with `iconv -f gb18030 "
+        "likely gb18030 (GBK), as Excel saves a plain 'CSV' on a Chinese system; convert it with `iconv -f GB18030 "
         "-t UTF-8 labels.csv > utf8-labels.csv`, or save it from Excel as 'CSV UTF-8'; expected UTF-8"]
     (raw / "labels.csv").write_bytes(b"id,image,label\n1,images/a.png,\xff\xfe\xff\n")
     assert problems(raw)[1].startswith("  data/raw/labels.csv:2: not UTF-8 text (byte 0xff at byte 16 of the line; "
@@ -356,3 +356,42 @@ def test_a_tolerance_on_a_text_field_is_a_build_error(raw):
     score = {**SCORE, "tolerance": {"label": 1}}
     with pytest.raises(DataError, match=r"score\.tolerance\.label: not a numeric field; numeric fields: none"):
         build_dataset(cfg(answer_kind="json"), MODEL, score, 0, io.StringIO(), raw.root)
+
+
+def test_skip_does_not_cut_a_file_short_at_a_quoting_error(raw):
+    """Bad quoting ends the reading of the file: under skip that is not one dropped row but a stop."""
+    table(raw, *four_good_rows(raw), 'x,"images/a.png"b,ok', *[f"h{i},{raw.image(f'images/h{i}.png')},ok" for i in range(3)])
+    found = problems(raw, on_error="skip")
+    assert found[0] == "1 problem in the input data (nothing was written):"
+    assert "so the rest of the file cannot be read" in found[1]
+
+
+def test_skip_stops_when_a_whole_test_file_is_dropped(raw):
+    table(raw, *four_good_rows(raw))
+    table(raw, "t1,images/nope.png,ok", name="test.csv")
+    found = problems(raw, on_error="skip", test_labels="test.csv")
+    assert found[1].startswith("  data.test_labels: no rows left after dropping 1 row with problems")
+
+
+def test_a_swift_row_without_messages_is_a_listed_problem_not_a_crash(raw):
+    (raw / "s.jsonl").write_text('{"messages": [], "images": []}\n{"messages": ["hi"], "images": []}\n',
+                                 encoding="utf-8")
+    found = problems(raw, format="swift_jsonl", labels="s.jsonl", stratify="label")
+    assert "  data/raw/s.jsonl:1: 'messages' must be a non-empty list of {\"role\": ..., \"content\": ...}" in found
+
+
+def test_one_numeric_answer_column_stays_a_typed_json_field(raw):
+    table(raw, *[f"n{i},{raw.image(f'images/n{i}.png')},{i}" for i in range(4)], header="id,image,count")
+    spool = io.StringIO()
+    _, schema, _, _ = build_dataset(cfg(columns={"images": ["image"], "answer": ["count"]}), MODEL, SCORE, 0, spool,
+                                    raw.root)
+    assert schema == {"answer_kind": "json", "fields": {"count": {"type": "numeric", "tolerance": 0}}}
+    assert json.loads(spool.getvalue().splitlines()[1])["messages"][-1]["content"] == '{"count": 1}'
+
+
+def test_a_repeated_column_name_and_a_blank_line(raw):
+    table(raw, *four_good_rows(raw), "   ", header="id,image,label")
+    assert build_dataset(cfg(), MODEL, SCORE, 0, io.StringIO(), raw.root)[0]   # the blank line is skipped
+    table(raw, *four_good_rows(raw), header="id,label,label")
+    assert "  data/raw/labels.csv:1: column name(s) label appear more than once in the header; expected each column " \
+           "once" in problems(raw, columns={"images": ["label"], "answer": ["label"]})

@@ -217,3 +217,10 @@ def test_dvc_repro_from_a_private_modelscope_model_to_the_metrics(hub, tmp_path)
     output = done.stdout + done.stderr + again.stdout + again.stderr
     assert TOKEN not in output
     assert not [p for p in work.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+
+
+def test_a_listed_path_outside_the_model_folder_is_refused(repo, hub):
+    hub.repos[MODEL_ID].revisions["c1"]["../../escape.txt"] = b"x"
+    done = stage(repo, hub)
+    assert done.returncode == 1 and "file paths outside the model folder ('../../escape.txt')" in done.stderr
+    assert not (repo / "models/base").exists() and not list(repo.parent.rglob("escape.txt"))

@@ -5,6 +5,11 @@ from __future__ import annotations
 import re
 
 ROW_PLACE = re.compile(r".+:\d+")   # file:line
+# The problems of one line that no row came out of (a ragged CSV row, a bad JSON line): skippable. Other file:line
+# problems (bad quoting that ends the file's reading, lines that are not UTF-8, a broken label map) cover more than
+# one row, so they stop the build even under skip.
+ONE_LINE = ("malformed row:", "expected one JSON object per line", "expected a JSON object, got a JSON",
+            "missing key(s)")
 
 
 class Rows:
@@ -26,6 +31,17 @@ def sort_problems(problems: list[str], rows: Rows, skip: bool) -> list[str]:
         return problems
     places, fatal = set(rows.where), []
     for p in problems:
-        where = next((w for w in (p.split(": ", 1)[0],) if w in places or ROW_PLACE.fullmatch(w)), None)
-        rows.bad.setdefault(where, []).append(p) if where else fatal.append(p)
+        where, _, what = p.partition(": ")
+        if where in places or (ROW_PLACE.fullmatch(where) and any(m in what for m in ONE_LINE)):
+            rows.bad.setdefault(where, []).append(p)
+        else:
+            fatal.append(p)
     return fatal
+
+
+def last_content(row: dict) -> str:
+    """The text of a row's last message ("" when the row has none: its problem is reported by the checks)."""
+    msgs = row.get("messages")
+    last = msgs[-1] if isinstance(msgs, list) and msgs else None
+    content = last.get("content") if isinstance(last, dict) else None
+    return content if isinstance(content, str) else ""

@@ -43,13 +43,18 @@ def likely_encoding(path: Path) -> str | None:
     return (chinese or best).encoding
 
 
+def iconv_name(encoding: str) -> str:
+    """Python's codec name as iconv spells it: gb18030 -> GB18030, utf_16 -> UTF-16, euc_kr -> EUC-KR."""
+    return encoding.upper().replace("_", "-")
+
+
 def not_utf8(where: str, n: int, byte: int, at: int, encoding: str | None, lines: int) -> str:
     """The one problem of a file that is not UTF-8: where it starts, how many lines, its likely encoding and how
     to convert it."""
     file = where.rsplit("/", 1)[-1]
     guess = (f"; it is most likely {encoding}"
              + (" (GBK), as Excel saves a plain 'CSV' on a Chinese system" if encoding in CHINESE else "")
-             + f"; convert it with `iconv -f {encoding} -t UTF-8 {file} > utf8-{file}`, or save it from Excel as "
+             + f"; convert it with `iconv -f {iconv_name(encoding)} -t UTF-8 {file} > utf8-{file}`, or save it from Excel as "
              "'CSV UTF-8'") if encoding else "; save it as UTF-8 (Excel: 'CSV UTF-8')"
     return (f"{where}:{n}: not UTF-8 text (byte 0x{byte:02x} at byte {at} of the line; {lines:,} "
             f"line{'s' if lines != 1 else ''} in all){guess}; expected UTF-8")

@@ -47,6 +47,7 @@ def stratified_split(labels: list[str], val_ratio: float, test_ratio: float, see
 def class_label(row: dict, field: str) -> str | None:
     """The class a row is stratified by: its answer's field `field` as JSON text; a plain-text answer (not JSON) is
     its own class (as JSON text too); None when the answer is a JSON object without that field."""
+    content = None
     try:
         content = row["messages"][-1]["content"]
         answer = json.loads(content)

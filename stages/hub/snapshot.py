@@ -12,10 +12,12 @@ request, retries, and checks each file's size and SHA-256 against the hub's list
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
-from pathlib import Path
+import shutil
+from pathlib import Path, PurePosixPath
 
 log = logging.getLogger("model")
 CHUNK = 8 * 2**20
@@ -31,6 +33,12 @@ def sha256(path: Path) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def safe_path(path: str) -> bool:
+    """A listed file path that stays inside the model folder: relative, no `..`, no empty name."""
+    parts = PurePosixPath(path).parts
+    return bool(parts) and not PurePosixPath(path).is_absolute() and ".." not in parts and "\\" not in path
 
 
 def reuse_unchanged(files: list, snapshots: Path, revision: str) -> int:
@@ -83,6 +91,9 @@ def download(model_id: str, revision: str, dst: Path) -> None:
         files = [f for f in HubApi().list_repo_files(model_id, "model", revision=revision) if not f.is_dir]
         if not files:
             raise DownloadError(f"{model_id}@{revision} lists no files on ModelScope; check model.revision")
+        if unsafe := [f.path for f in files if not safe_path(f.path)]:
+            raise DownloadError(f"{model_id}@{revision}: the hub lists file paths outside the model folder "
+                                f"({', '.join(map(repr, unsafe[:3]))}); refusing the download")
         snapshots = Path(get_default_config().cache_dir) / "models" / model_id.replace("/", "--") / "snapshots"
         reused = reuse_unchanged(files, snapshots, revision)
         total = sum(f.size for f in files)
@@ -95,6 +106,7 @@ def download(model_id: str, revision: str, dst: Path) -> None:
         (dst / f.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(root / f.path, dst / f.path)
-        except OSError:   # another filesystem: copy
-            import shutil
+        except OSError as e:   # another filesystem, or no links allowed there: copy
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
             shutil.copy2(root / f.path, dst / f.path)

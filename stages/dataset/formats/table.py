@@ -34,7 +34,7 @@ def csv_records(path: Path, sep: str, where: str, problems: list[str]) -> tuple[
     try:
         for fields in reader:
             start = last - sum(f.count("\n") for f in fields)   # quoted fields may span lines
-            if not fields:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):   # a blank line, as pandas skips it
                 continue
             if header is None:
                 header = fields
@@ -67,13 +67,15 @@ def typed(cells: pd.Series) -> list:
     return [None if is_empty(v) else kind(v) for v in cells.astype(object)]
 
 
-def plain_text(cfg: dict) -> bool:
-    """Whether the answer is the one answer column's text (data.answer_kind text, or auto with one answer column:
-    a caption stays a caption) rather than a JSON object of the answer columns."""
-    return cfg["answer_kind"] == "text" or (cfg["answer_kind"] == "auto" and len(cfg["columns"]["answer"]) == 1)
+def plain_text(cfg: dict, values: list) -> bool:
+    """Whether the answer is the one answer column's text rather than a JSON object of the answer columns:
+    data.answer_kind text, or auto with one answer column of text (a caption stays a caption; a column of numbers
+    or booleans stays a typed JSON field)."""
+    return cfg["answer_kind"] == "text" or (cfg["answer_kind"] == "auto" and len(cfg["columns"]["answer"]) == 1
+                                            and all(v is None or isinstance(v, str) for v in values))
 
 
-def table_record(rec: dict, where: str, default_id: str, cfg: dict, problems: list[str]) -> Record:
+def table_record(rec: dict, where: str, default_id: str, cfg: dict, problems: list[str], plain: bool) -> Record:
     """One table row -> an ms-swift row; the answer is the answer columns as a JSON object, in their order, or the
     one answer column's text (`plain_text`)."""
     cols = cfg["columns"]
@@ -89,7 +91,7 @@ def table_record(rec: dict, where: str, default_id: str, cfg: dict, problems: li
     answer = {c: rec[c] for c in cols["answer"]}
     if empty := [c for c, v in answer.items() if is_empty(v)]:
         problems.append(f"{where}: empty answer field(s) {', '.join(empty)}; expected a value in every answer column")
-    if plain_text(cfg) and not empty:   # (an empty one is reported above, once)
+    if plain and not empty:   # (an empty one is reported above, once)
         answer = answer_text(rec[cols["answer"][0]])
     question = cfg["prompt"] if not cols["question"] or is_empty(rec[cols["question"]]) else str(rec[cols["question"]])
     system = cfg["system"] if not cols["system"] or is_empty(rec[cols["system"]]) else str(rec[cols["system"]])
@@ -106,7 +108,8 @@ def read(path: Path, cfg: dict, place: Place, problems: list[str], exclude: set[
             if missing := [c for c in needed if c not in obj]:
                 problems.append(f"{where}:{n}: missing key(s) {', '.join(missing)}; the row has {', '.join(obj)}")
             else:
-                yield table_record(obj, f"{where}:{n}", f"{path.stem}-{n}", cfg, problems)
+                plain = plain_text(cfg, [obj[c] for c in cols["answer"]])
+                yield table_record(obj, f"{where}:{n}", f"{path.stem}-{n}", cfg, problems, plain)
         return
     if path.suffix not in (".csv", ".tsv"):
         problems.append(f"{where}: unsupported labels format {path.suffix!r}; expected .csv, .tsv or .jsonl "
@@ -122,8 +125,13 @@ def read(path: Path, cfg: dict, place: Place, problems: list[str], exclude: set[
         problems.append(f"{where}: missing column(s) {', '.join(missing)}; "
                         f"the table has {', '.join(map(str, df.columns))}")
         return
-    for col in cols["answer"] if not plain_text(cfg) else []:   # plain text stays as written
+    if len(set(header)) < len(header):
+        problems.append(f"{where}:1: column name(s) {', '.join(sorted({h for h in header if header.count(h) > 1}))} "
+                        "appear more than once in the header; expected each column once")
+        return
+    plain = plain_text(cfg, typed(df[cols["answer"][0]]))
+    for col in cols["answer"] if not plain else []:   # plain text stays as written
         df[col] = pd.Series(typed(df[col]), index=df.index, dtype=object)
     for start in range(0, len(df), 1000):   # rows as dicts, a chunk at a time
         for n, rec in zip(lines[start:start + 1000], df.iloc[start:start + 1000].to_dict("records")):
-            yield table_record(rec, f"{where}:{n}", f"{path.stem}-{n}", cfg, problems)
+            yield table_record(rec, f"{where}:{n}", f"{path.stem}-{n}", cfg, problems, plain)
