@@ -22,10 +22,10 @@ from pathlib import Path
 
 import yaml
 
+from stages.params.tree import set_dotted
+from tests.hub_server import Hub, Repo
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from stages.params.tree import set_dotted  # noqa: E402
-from tests.hub_server import Hub, Repo  # noqa: E402
 
 MODEL_ID = "bench/big-model"
 

@@ -58,8 +58,7 @@ def check_all(fmt: str, paths: dict[str, Path], cfg: dict, place: Place, checker
             if field and label is None:
                 checker.problems.append(f"{rec.where}: the answer has no field {field!r} (data.stratify); "
                                         "expected a JSON object with it")
-            rows.file.append(n_file), rows.digests.append(digest), rows.labels.append(label)
-            rows.where.append(rec.where), rows.answers.append(last_content(row))
+            rows.add(n_file, digest, label, rec.where, last_content(row))
         if len(rows.where) == count_before and len(checker.problems) == before_file:
             checker.problems.append(f"{place.rel(paths[key])}: no samples; expected at least one (format {fmt})")
     return rows

@@ -7,6 +7,7 @@ modelscope - a ModelScope download of one revision into ModelScope's cache, hard
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -41,14 +42,24 @@ def remote_code(path: Path) -> list[str]:
     return found
 
 
-def link_tree(src: Path, dst: Path) -> None:
-    """Hard-link every file of src into dst (no multi-GB copy); copy where links are impossible."""
-    def link_or_copy(s, d):
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-    shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True)
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (no multi-GB copy), or a copy where links are impossible (another filesystem, none allowed)."""
+    try:
+        os.link(src, dst)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        shutil.copy2(src, dst)
+
+
+def link_tree(src: Path, dst: Path, files: list[str] | None = None) -> None:
+    """Link every file of src (or only `files`, paths relative to it) into dst."""
+    if files is None:
+        shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True)
+        return
+    for f in files:
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(src / f, dst / f)
 
 
 def obtain(cfg: dict, seed: int, dst: Path) -> None:
@@ -64,7 +75,8 @@ def obtain(cfg: dict, seed: int, dst: Path) -> None:
         check_model_dir(src)
         link_tree(src, dst)
     else:
-        download(cfg["model_id"], cfg["revision"], dst)
+        root, files = download(cfg["model_id"], cfg["revision"])
+        link_tree(root, dst, files)
     check_model_dir(dst)
     if (found := remote_code(dst)) and not cfg["trust_remote_code"]:
         raise PermissionError(f"the model ships code that ms-swift would run ({', '.join(found)}); Qwen2/2.5/3-VL "

@@ -53,7 +53,7 @@ def worst_table(test_rows: list[dict], responses: list[str], refs: list[dict],
              "wrong": wrong_fields(refs[i], rows[i][1], specs), "expected": refs[i],
              "predicted": rows[i][1] if rows[i][1] is not None else responses[i],
              "text": {f: {m: round(v[i], 3) for m, v in t.items()} for f, t in text.items()}}
-            for i in worst(rows, specs, k)]
+            for i in worst(rows, specs, k, text)]
 
 
 def _text_cell(scores: dict) -> str:
@@ -86,7 +86,8 @@ def worst_markdown(which: str, table: list[dict], n: int, marker: str = "") -> s
     return "\n".join(lines + ["", *end]) + "\n"
 
 
-def outputs(which: str) -> list:
+def outputs(which: str) -> list[Path]:
+    """details, worst-predictions report, confusion.csv, errors.csv"""
     return [ROOT / "metrics" / "details" / f"{which}.json", ROOT / "metrics" / f"worst_{which}.md",
             *(ROOT / "metrics" / "plots" / which / name for name in ("confusion.csv", "errors.csv"))]
 
@@ -99,7 +100,7 @@ def main() -> None:
     pred_rows, test_rows = read_jsonl(ROOT / "data" / "predictions" / f"{which}.jsonl"), read_jsonl(dataset / "test.jsonl")
     schema, marker = json.loads((dataset / "fields.json").read_text(encoding="utf-8")), test_set_marker(dataset)
     if problems := check_predictions(pred_rows, test_rows):   # nothing written: previous outputs of this test set stay
-        drop_stale(outputs(which), ROOT / "metrics" / f"worst_{which}.md", marker)
+        drop_stale(outputs(which), outputs(which)[1], marker)
         log.error("%s: %s test rows cannot be scored:\n  %s", which, f"{len(problems):,}", "\n  ".join(problems[:20]))
         sys.exit(1)
     kind, specs = schema["answer_kind"], schema["fields"]
@@ -117,10 +118,11 @@ def main() -> None:
                               marker)
 
     # everything is computed: write it in one go, each output whole or not at all
-    write_json(ROOT / "metrics" / "details" / f"{which}.json", metrics)
-    for name, text in tables.items():
-        write_atomic(ROOT / "metrics" / "plots" / which / name, text)
-    write_atomic(ROOT / "metrics" / f"worst_{which}.md", worst_md)
+    details, report, *plots = outputs(which)
+    write_json(details, metrics)
+    for path in plots:
+        write_atomic(path, tables[path.name])
+    write_atomic(report, worst_md)
 
     log.info("%s: %s, parse rate %.1f%% %s, all fields exact %.1f%%", which, count(len(refs), "prediction"),
              100 * metrics["parse_rate"], metrics["parse_status"], 100 * metrics["exact_match"])

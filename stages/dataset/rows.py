@@ -20,6 +20,11 @@ class Rows:
         self.file, self.digests, self.labels, self.where, self.answers = [], [], [], [], []
         self.bad: dict[str, list[str]] = {}     # place -> its problems: rows that are not kept
 
+    def add(self, file: int, digest: tuple[bytes, ...], label: str | None, where: str, answer: str) -> None:
+        for column, value in zip((self.file, self.digests, self.labels, self.where, self.answers),
+                                 (file, digest, label, where, answer)):
+            column.append(value)
+
     def kept(self) -> list[int]:
         return [i for i, w in enumerate(self.where) if w not in self.bad]
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from stages.common import count
 from stages.dataset.checks import DataError, ImageInfo
+from stages.dataset.rows import last_content
 
 
 def split(n: int, val_ratio: float, test_ratio: float, seed: int) -> dict[str, list[int]]:
@@ -47,14 +48,13 @@ def stratified_split(labels: list[str], val_ratio: float, test_ratio: float, see
 def class_label(row: dict, field: str) -> str | None:
     """The class a row is stratified by: its answer's field `field` as JSON text; a plain-text answer (not JSON) is
     its own class (as JSON text too); None when the answer is a JSON object without that field."""
-    content = None
-    try:
-        content = row["messages"][-1]["content"]
-        answer = json.loads(content)
-    except (ValueError, TypeError):
-        return json.dumps(content, ensure_ascii=False) if isinstance(content, str) and content.strip() else None
-    except (KeyError, IndexError):
+    content = last_content(row)
+    if not content.strip():
         return None
+    try:
+        answer = json.loads(content)
+    except ValueError:
+        return json.dumps(content, ensure_ascii=False)
     if not isinstance(answer, dict):
         return json.dumps(content, ensure_ascii=False)
     return json.dumps(answer[field], ensure_ascii=False) if field in answer else None

@@ -1,4 +1,4 @@
-"""One revision of a ModelScope model, downloaded into ModelScope's cache and linked into the model stage's output.
+"""One revision of a ModelScope model, downloaded into ModelScope's cache (the model stage links it into its output).
 
 The real `modelscope` client does the transfer: MODELSCOPE_ENDPOINT points it at a mirror or a private hub,
 MODELSCOPE_API_TOKEN authenticates every request (never a param: it would land in dvc.lock), MODELSCOPE_CACHE holds
@@ -12,11 +12,9 @@ request, retries, and checks each file's size and SHA-256 against the hub's list
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
-import shutil
 from pathlib import Path, PurePosixPath
 
 log = logging.getLogger("model")
@@ -79,8 +77,8 @@ def explain(e: Exception, model_id: str, revision: str) -> str:
     return f"cannot download {model_id}@{revision} from ModelScope: {said}\n  {hint}"
 
 
-def download(model_id: str, revision: str, dst: Path) -> None:
-    """The revision's listed files into `dst` (hard links into ModelScope's cache)."""
+def download(model_id: str, revision: str) -> tuple[Path, list[str]]:
+    """The revision's snapshot folder in ModelScope's cache and the files it lists (the folder may hold more)."""
     import requests
     from modelscope import snapshot_download
     from modelscope_hub.api import HubApi
@@ -102,11 +100,4 @@ def download(model_id: str, revision: str, dst: Path) -> None:
         root = Path(snapshot_download(model_id, revision=revision))
     except (HubError, requests.RequestException) as e:
         raise DownloadError(explain(e, model_id, revision)) from None
-    for f in files:
-        (dst / f.path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(root / f.path, dst / f.path)
-        except OSError as e:   # another filesystem, or no links allowed there: copy
-            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                raise
-            shutil.copy2(root / f.path, dst / f.path)
+    return root, [f.path for f in files]

@@ -137,17 +137,19 @@ def wrong_fields(ref: dict, pred: dict | None, specs: dict[str, dict]) -> list[s
     return [f for f, s in specs.items() if not correct(s, ref[f], value(pred, f))]
 
 
-def worst(rows: list[tuple[dict, dict | None, str]], specs: dict[str, dict], k: int) -> list[int]:
+def worst(rows: list[tuple[dict, dict | None, str]], specs: dict[str, dict], k: int,
+          text: dict[str, dict[str, list[float]]] | None = None) -> list[int]:
     """Indices of the `k` worst (reference, prediction, parse status) rows, worst first: failed parses,
     then more wrong fields, then larger numeric errors, then lower chrF of the text fields; rows with nothing wrong
-    never appear."""
-    text = [f for f, s in specs.items() if s["type"] == "text"]
-    chrf = {f: text_scores([r[f] for r, _, _ in rows], [value(p, f) for _, p, _ in rows])["chrf"] for f in text}
+    never appear. `text`: each text field's `text_scores`, when the caller has them already."""
+    text = text if text is not None else {f: text_scores([r[f] for r, _, _ in rows], [value(p, f) for _, p, _ in rows])
+                                          for f, s in specs.items() if s["type"] == "text"}
+    chrf = {f: scores["chrf"] for f, scores in text.items()}
 
     def badness(i: int) -> tuple:
         ref, pred, status = rows[i]
         err = sum(abs(value(pred, f) - ref[f]) for f, s in specs.items()
                   if s["type"] == "numeric" and is_number(value(pred, f)))
-        return status == "failed", len(wrong_fields(ref, pred, specs)), err, sum(1 - chrf[f][i] for f in text)
+        return status == "failed", len(wrong_fields(ref, pred, specs)), err, sum(1 - c[i] for c in chrf.values())
     bad = [i for i in range(len(rows)) if badness(i)[:2] != (False, 0)]
     return sorted(bad, key=lambda i: tuple(-x for x in badness(i)))[:k]
