@@ -20,22 +20,33 @@ def adapter_trained() -> bool:
     return (ROOT / "models" / "adapter" / "adapter_config.json").is_file()
 
 
-def infer_argv(p: dict, which: str, result_path: str, full_model: bool = False, dataset: str = TEST) -> list[str]:
-    """params -> the `swift infer` command line; the fine-tuned run adds the adapter to the same base
-    (or, after full fine-tuning, loads the trained model in its place)."""
-    m, i = p["model"], p["infer"]
+def model_argv(p: dict, which: str, full_model: bool = False) -> list[str]:
+    """The model half of `swift infer` / `swift deploy` / `swift export`: the fine-tuned model adds the adapter
+    to the same base (or, after full fine-tuning, loads the trained model in its place); `merged` is the
+    output of `python -m stages.commands.merge`."""
+    m = p["model"]
     model = "models/adapter" if which == "finetuned" and full_model else "models/base"
-    argv = [swift_exe(), "infer", "--model", model, "--model_type", m["model_type"]]
+    if which == "merged":
+        model, full_model = "models/merged", True
+    argv = ["--model", model, "--model_type", m["model_type"]]
     if m["template"]:
         argv += ["--template", m["template"]]
     if which == "finetuned" and not full_model:
         argv += ["--adapters", "models/adapter"]
-    return argv + [
-        "--val_dataset", dataset, "--result_path", result_path,
-        "--infer_backend", i["infer_backend"], "--max_batch_size", str(i["max_batch_size"]),
-        "--max_new_tokens", str(i["max_new_tokens"]), "--temperature", "0",  # greedy
-        "--dataset_num_proc", "1",
-    ]
+    return argv
+
+
+def generation_argv(p: dict) -> list[str]:
+    """Greedy, with the infer stage's token limit and batch size: what the scored predictions were made with."""
+    i = p["infer"]
+    return ["--infer_backend", i["infer_backend"], "--max_batch_size", str(i["max_batch_size"]),
+            "--max_new_tokens", str(i["max_new_tokens"]), "--temperature", "0"]
+
+
+def infer_argv(p: dict, which: str, result_path: str, full_model: bool = False, dataset: str = TEST) -> list[str]:
+    """params -> the `swift infer` command line."""
+    return [swift_exe(), "infer", *model_argv(p, which, full_model), "--val_dataset", dataset,
+            "--result_path", result_path, *generation_argv(p), "--dataset_num_proc", "1"]
 
 
 def main() -> None:

@@ -7,17 +7,14 @@ from __future__ import annotations
 import logging
 
 from stages.common import ROOT, atomic_dir, run, setup_logging, stage_params, swift_env, swift_exe
-from stages.infer import adapter_trained
+from stages.infer import adapter_trained, model_argv
 
 OUT = ROOT / "models" / "merged"
 log = logging.getLogger("merge")
 
 
 def merge_argv(p: dict, output_dir: str) -> list[str]:
-    m = p["model"]
-    return [swift_exe(), "export", "--model", "models/base", "--model_type", m["model_type"],
-            *(["--template", m["template"]] if m["template"] else []),
-            "--adapters", "models/adapter", "--merge_lora", "true", "--output_dir", output_dir]
+    return [swift_exe(), "export", *model_argv(p, "finetuned"), "--merge_lora", "true", "--output_dir", output_dir]
 
 
 def main() -> None:

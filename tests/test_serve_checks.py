@@ -1,0 +1,109 @@
+"""The serve command's pure parts: where it may listen, the shape of a request, images that cannot be decoded,
+and the `swift deploy` arguments it derives from the infer stage's params."""
+import base64
+import io
+import socket
+
+from PIL import Image
+
+from stages.commands.serve import deploy_argv, port_problem
+from stages.common import stage_params
+from stages.infer import infer_argv
+from stages.serving.checks import (bind_problem, image_count_problem, image_problems, image_values, inline_bytes,
+                                   dataset_shape, validation_message)
+from stages.serving.client import row_messages
+
+
+def png(size=(64, 64)) -> bytes:
+    b = io.BytesIO()
+    Image.frombytes("L", size, bytes(range(256)) * (size[0] * size[1] // 256)).save(b, "PNG")
+    return b.getvalue()
+
+
+def data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def test_other_addresses_need_a_key():
+    assert bind_problem("127.0.0.1", None) is None and bind_problem("localhost", None) is None
+    assert bind_problem("::1", None) is None
+    refusal = bind_problem("0.0.0.0", None)
+    assert "SERVE_API_KEY" in refusal and "127.0.0.1" in refusal
+    assert bind_problem("127.0.0.2", None)           # only the names of this machine count as local
+    assert bind_problem("0.0.0.0", "k3y") is None
+
+
+def test_a_taken_port_is_refused_not_moved():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert f"127.0.0.1:{port}" in port_problem("127.0.0.1", port)
+    assert port_problem("127.0.0.1", port) is None
+
+
+def test_the_test_set_gives_the_system_prompt_and_image_counts():
+    row = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "<image><image>q"}],
+           "images": ["a", "b"]}
+    assert dataset_shape([row, row]) == ("S", {2})
+    other = {"messages": [{"role": "user", "content": "<image>q"}], "images": ["a"]}
+    assert dataset_shape([row, other]) == (None, {1, 2})    # systems differ: no default, requests bring theirs
+
+
+def test_images_of_a_request_in_order():
+    messages = [{"role": "system", "content": "s"},
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "A"}},
+                                             {"type": "text", "text": "t"}, {"type": "image", "image": "B"}]}]
+    assert image_values(messages, ["C"]) == ["A", "B", "C"]
+    assert image_values([{"role": "user", "content": "just text"}]) == []
+
+
+def test_image_count_problem_names_what_is_valid():
+    assert image_count_problem(2, {2}) is None
+    assert "1 image;" in image_count_problem(1, {2}) and "2 per request" in image_count_problem(1, {2})
+    assert "1 or 2" in image_count_problem(3, {1, 2})
+
+
+def test_every_undecodable_image_is_named_by_its_place():
+    good = png()
+    truncated = good[:len(good) // 2]                 # opens (the header is whole) and fails on its pixels
+    problems = image_problems([data_url(good), data_url(truncated), data_url(b"plain text"),
+                               base64.b64encode(good).decode(), "https://example.com/x.png", "not base64 at all!"])
+    assert problems[0].startswith("image 2 of 6: a broken image")
+    assert problems[1].startswith("image 3 of 6: not an image")
+    assert problems[2].startswith("image 6 of 6: not an image") and len(problems) == 3
+    assert inline_bytes("http://host/x.png") is None and inline_bytes(data_url(b"ab")) == b"ab"
+
+
+def test_a_validation_error_is_short_and_echoes_no_image():
+    errors = [{"loc": ("body",), "msg": "Value error, value: /no/such.png", "input": {"images": ["x" * 10000]}}]
+    message = validation_message(errors)
+    assert message.startswith("image '/no/such.png': not a file on the server") and "xxxx" not in message
+    assert validation_message([{"loc": ("body", "model"), "msg": "Field required"}]) == "model: Field required"
+
+
+def test_deploy_argv_is_the_infer_stages_model_and_generation():
+    p = stage_params("infer_finetuned")
+    argv = deploy_argv(p, "finetuned", False, "127.0.0.1", 8123, "Be brief.", 1024)
+    infer = infer_argv(p, "finetuned", "out.jsonl")
+    shared = infer[2:infer.index("--val_dataset")] + infer[infer.index("--infer_backend"):infer.index("--dataset_num_proc")]
+    assert argv[:len(shared)] == shared                      # model, adapter, template, greedy, token limit
+    o = {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
+    assert o["--host"] == "127.0.0.1" and o["--port"] == "8123" and o["--served_model_name"] == "finetuned"
+    assert o["--system"] == "Be brief." and o["--max_length"] == "1024" and o["--temperature"] == "0"
+    assert "--system" not in deploy_argv(p, "base", False, "127.0.0.1", 8123, None, 1024)
+    merged = deploy_argv(p, "merged", False, "127.0.0.1", 8123, None, 1024)
+    assert merged[merged.index("--model") + 1] == "models/merged" and "--adapters" not in merged
+
+
+def test_a_row_becomes_the_request_that_asks_the_same(tmp_path):
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(png())
+    row = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "<image>then<image>q"},
+                        {"role": "assistant", "content": "answer"}], "images": ["a.png", "b.png"]}
+    system, user = row_messages(row, tmp_path)
+    assert system == {"role": "system", "content": "S"} and len(row_messages(row, tmp_path)) == 2
+    assert [p["type"] for p in user["content"]] == ["image_url", "text", "image_url", "text"]
+    assert [p["text"] for p in user["content"] if p["type"] == "text"] == ["then", "q"]
+    assert inline_bytes(user["content"][0]["image_url"]["url"]) == png()
+    assert user["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
