@@ -20,6 +20,7 @@ from scipy.special import expit
 from tqdm import tqdm
 
 from stages.common import ROOT, atomic_dir, count, setup_logging, stage_params
+from stages.params.paths import synth_folder_problem
 
 log = logging.getLogger("pipeline.generate")
 COLUMNS = ["id", "image_1", "image_2", "analysis", "direction", "distance"]
@@ -120,6 +121,8 @@ def generate(out_dir: Path, cfg: dict, seed: int) -> list[dict]:
 def main() -> None:
     setup_logging()
     p = stage_params("generate")
+    if problem := synth_folder_problem(ROOT, p["synth"]["out_dir"]):   # run alone, outside DVC
+        raise SystemExit(problem)
     generate(ROOT / p["synth"]["out_dir"], p["synth"], p["seed"])
 
 

@@ -24,21 +24,50 @@ log = logging.getLogger("model")
 REQUIRED = ("config.json", "tokenizer_config.json")
 
 
+class ModelDirError(ValueError):
+    """A model directory that cannot be used as it is: the message names the file and what is wrong."""
+
+
+def configs(path: Path) -> dict[str, object]:
+    """Every JSON config of a model dir (config.json, tokenizer_config.json, preprocessor_config.json, ...),
+    parsed; one that does not parse (a truncated copy) is named with where it breaks."""
+    parsed, broken = {}, []
+    for f in sorted(path.rglob("*config*.json")):
+        try:
+            parsed[str(f.relative_to(path))] = json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            broken.append(f"{f.relative_to(path)} is not valid JSON ({e}): truncated or damaged")
+    if broken:
+        raise ModelDirError(f"model directory {path}: {'; '.join(broken)}")
+    return parsed
+
+
 def check_model_dir(path: Path) -> None:
-    """A usable HF model dir has a config, a tokenizer and weights; name what is missing."""
+    """A usable HF model dir has a config, a tokenizer and weights, and configs that parse; name what is not."""
     missing = [f for f in REQUIRED if not (path / f).is_file()]
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         missing.append("*.safetensors (model weights)")
     if missing:
-        raise FileNotFoundError(f"model directory {path} is incomplete: missing {', '.join(missing)}")
+        raise ModelDirError(f"model directory {path} is incomplete: missing {', '.join(missing)}")
+    configs(path)
+
+
+def code_references(obj, key: str = "") -> list[str]:
+    """`auto_map` anywhere in a config, and class names of the `<repo>--<module>.<Class>` form that transformers
+    loads from another repository or folder (e.g. a `processor_class`)."""
+    if isinstance(obj, dict):
+        return [r for k, v in obj.items() for r in (["auto_map"] if k == "auto_map" else code_references(v, k))]
+    if isinstance(obj, list):
+        return [r for v in obj for r in code_references(v, key)]
+    return [f"{key}: {obj}"] if isinstance(obj, str) and key.endswith("_class") and "--" in obj else []
 
 
 def remote_code(path: Path) -> list[str]:
-    """What in a model dir would make transformers run the repository's own code (ms-swift trusts it)."""
+    """What in a model dir would make transformers run code other than its own (ms-swift trusts it): a Python
+    file, or a reference to one from any of its JSON configs."""
     found = sorted(str(p.relative_to(path)) for p in path.rglob("*.py"))
-    config = path / "config.json"
-    if config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8")):
-        found.append("config.json: auto_map")
+    for name, cfg in configs(path).items():
+        found += [f"{name}: {r}" for r in dict.fromkeys(code_references(cfg))]
     return found
 
 
@@ -89,7 +118,7 @@ def main() -> None:
     try:
         with atomic_dir(OUT) as tmp:
             obtain(p["model"], p["seed"], tmp)
-    except (DownloadError, FileNotFoundError, PermissionError) as e:   # models/base is as it was
+    except (DownloadError, FileNotFoundError, PermissionError, ModelDirError) as e:   # models/base is as it was
         log.error("%s", e)
         sys.exit(1)
     log.info("base model (%s) ready in %s", p["model"]["source"], OUT.relative_to(ROOT))

@@ -16,10 +16,11 @@ def params() -> dict:
 
 
 class Reliability:
-    """Counts for the reliability summary line (faults injected/survived, bad inputs tried/refused, lost)."""
+    """Counts for the reliability summary line (faults injected/survived, bad inputs tried/refused, outputs lost,
+    files outside the outputs changed)."""
 
     def __init__(self):
-        self.counts = dict(injected=0, survived=0, tried=0, refused=0, lost=0)
+        self.counts = dict(injected=0, survived=0, tried=0, refused=0, lost=0, outside=0)
 
     def fault(self):
         self.counts["injected"] += 1
@@ -33,6 +34,9 @@ class Reliability:
 
     def lost(self, n: int):
         self.counts["lost"] += n
+
+    def outside_changed(self, n: int):
+        self.counts["outside"] += n
 
 
 _RELIABILITY = Reliability()
@@ -48,4 +52,5 @@ def pytest_terminal_summary(terminalreporter):
     if c["injected"] or c["tried"]:
         terminalreporter.write_line(
             f"reliability: faults injected {c['injected']} / survived {c['survived']}; bad inputs tried "
-            f"{c['tried']} / refused with a clear message {c['refused']}; outputs lost {c['lost']}")
+            f"{c['tried']} / refused with a clear message {c['refused']}; outputs lost {c['lost']}; "
+            f"files outside the outputs changed {c['outside']}")

@@ -9,6 +9,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 import stages.generate as gen
+from stages.params.paths import foreign_files, synth_folder_problem
 
 CFG = {"out_dir": "data/raw", "num_samples": 40, "image_size": 64, "max_distance": 10, "focus_sigma": 0.5,
        "blur_per_step": 0.6, "noise_std": 0.02, "full_well": 1000, "brightness_jitter": 0.1}
@@ -118,3 +119,12 @@ def test_bad_synth_params_name_the_key_and_the_valid_range(params, key, value, m
     params["synth"][key] = value
     with pytest.raises(ParamsError, match=re.escape(message)):
         validate(params)
+
+
+def test_foreign_files_are_what_generate_did_not_write(tmp_path):
+    assert foreign_files(tmp_path / "new") == [] and synth_folder_problem(tmp_path, "new") is None
+    gen.generate(tmp_path / "out", {**CFG, "num_samples": 2}, 0)
+    assert foreign_files(tmp_path / "out") == []                     # a previous run's output may be replaced
+    (tmp_path / "out" / "notes.txt").write_text("mine", encoding="utf-8")
+    assert foreign_files(tmp_path / "out") == ["notes.txt"]
+    assert "out holds files the generate stage did not write (notes.txt)" in synth_folder_problem(tmp_path, "out")

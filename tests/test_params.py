@@ -198,3 +198,17 @@ def test_a_stage_run_alone_reports_a_params_typo_without_a_traceback(tmp_path):
     assert "data.val_ratoi: unknown key; did you mean 'val_ratio'?" in r.stderr
     assert "data.val_ratio: missing from params.yaml" in r.stderr
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("out_dir, ok", [("data/raw", True), ("data/synthetic/v2", True), ("data/./raw", True),
+                                         ("../decoy", False), ("docs", False), ("/tmp/raw", False), ("data", False),
+                                         ("data/dataset", False), ("data/predictions/x", False),
+                                         ("data/../docs", False), ("C:\\data", False)])
+def test_synth_out_dir_is_a_folder_of_its_own_under_data(params, out_dir, ok):
+    """generate deletes and rewrites synth.out_dir: outside data/, or another stage's folder, it is refused."""
+    params["synth"]["out_dir"] = params["data"]["raw_dir"] = out_dir
+    if ok:
+        validate(params)
+    else:
+        with pytest.raises(ParamsError, match=r"synth.out_dir .*must be a folder of its own under data/"):
+            validate(params)

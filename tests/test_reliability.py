@@ -37,6 +37,8 @@ def digest(repo: Path, paths: list[str]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     repo = clone(tmp_path_factory.mktemp("reliability"))
+    (repo.parent / "decoy").mkdir(exist_ok=True)                 # a user's folder beside the repository
+    (repo.parent / "decoy" / "precious.txt").write_text("not the pipeline's\n", encoding="utf-8")
     set_params(repo, **SMALL)
     sh("dvc", "repro", cwd=repo)
     commit(repo, "small pipeline, reproduced")
@@ -122,9 +124,16 @@ def test_kill_9_mid_stage_loses_nothing(repo, reliability, stage, module, change
 ALL_OUTS = ["models/base", "models/adapter", "data/dataset", "data/predictions", "metrics"]
 
 
+def outside(repo: Path) -> dict[str, str]:
+    """Files no stage may touch: the repository's tracked files (params.yaml aside: the cases edit it; dvc.lock:
+    DVC records there the stages that passed), and the decoy folder beside the repository."""
+    tracked = [f for f in sh("git", "ls-files", cwd=repo).stdout.splitlines() if f not in ("params.yaml", "dvc.lock")]
+    return digest(repo, tracked) | {f"../{k}": v for k, v in digest(repo.parent, ["decoy"]).items()}
+
+
 def refused(repo: Path, reliability, message: str, *argv: str) -> None:
-    """The command fails, says `message`, and every output is as it was."""
-    before = digest(repo, ALL_OUTS)
+    """The command fails, says `message`, every output is as it was, and no file outside them changed."""
+    before, around = digest(repo, ALL_OUTS), outside(repo)
     r = sh(*(argv or ("dvc", "repro")), cwd=repo, check=False)
     said = r.stdout + r.stderr
     ok = r.returncode != 0 and message in said
@@ -132,6 +141,10 @@ def refused(repo: Path, reliability, message: str, *argv: str) -> None:
     after = digest(repo, ALL_OUTS)
     if after != before:
         reliability.lost(len(set(before.items()) ^ set(after.items())))
+    now = outside(repo)
+    changed = {f for f in around.keys() | now.keys() if around.get(f) != now.get(f)}
+    reliability.outside_changed(len(changed))
+    assert not changed, f"files outside the outputs changed: {sorted(changed)}"
     assert ok, f"expected a failure saying {message!r}, got ({r.returncode}):\n{said[-3000:]}"
     assert after == before
 
@@ -153,10 +166,22 @@ def restore(repo):
     ({"lora.rank": 0, "infer.max_batch_size": -1}, "infer.max_batch_size: Input should be greater than 0"),
     ({"data.val_ratio": 0.6, "data.test_ratio": 0.5}, "data.val_ratio + data.test_ratio must be < 1"),
     ({"model.source": "local", "model.local_dir": "no/such/model"}, "no/such/model is not a directory"),
+    ({"synth.out_dir": "../decoy", "data.raw_dir": "../decoy"},
+     "synth.out_dir '../decoy': must be a folder of its own under data/"),
+    ({"synth.out_dir": "docs", "data.raw_dir": "docs"}, "synth.out_dir 'docs': must be a folder of its own under data/"),
 ])
 def test_bad_params_refused_before_work(restore, reliability, change, message):
     set_params(restore, **change)
     refused(restore, reliability, message)
+
+
+def test_a_synthetic_data_folder_holding_user_files_is_not_replaced(restore, reliability):
+    """data/mine, not tracked by DVC, with a user's file in it: generate would replace the whole folder."""
+    (restore / "data/mine").mkdir(exist_ok=True)
+    (restore / "data/mine/notes.txt").write_text("mine\n", encoding="utf-8")
+    set_params(restore, **{"synth.out_dir": "data/mine", "data.raw_dir": "data/mine"})
+    refused(restore, reliability, "synth.out_dir: data/mine holds files the generate stage did not write (notes.txt)")
+    assert (restore / "data/mine/notes.txt").read_text(encoding="utf-8") == "mine\n"
 
 
 def local_model(repo: Path, name: str, drop: str = "", add: dict | None = None) -> str:
@@ -175,6 +200,12 @@ def local_model(repo: Path, name: str, drop: str = "", add: dict | None = None) 
     ("no_config", "config.json", None, "is incomplete: missing config.json"),
     ("remote_code", "", {"modeling_evil.py": "import os\nos.system('touch pwned')\n"},
      "the model ships code that ms-swift would run (modeling_evil.py)"),
+    ("processor_auto_map", "", {"processor_config.json": '{"auto_map": {"AutoProcessor": "../evil--p.Evil"}}'},
+     "the model ships code that ms-swift would run (processor_config.json: auto_map)"),
+    ("tokenizer_class_ref", "", {"tokenizer_config.json": '{"tokenizer_class": "../evil--tok.EvilTokenizer"}'},
+     "(tokenizer_config.json: tokenizer_class: ../evil--tok.EvilTokenizer)"),
+    ("truncated_config", "", {"config.json": '{"model_type": "qwen3_vl", "text_con'},
+     "config.json is not valid JSON (Unterminated string"),
 ])
 def test_bad_model_dirs_refused(restore, reliability, name, drop, add, message):
     set_params(restore, **{"model.source": "local", "model.local_dir": local_model(restore, name, drop, add)})

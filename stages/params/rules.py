@@ -6,16 +6,33 @@ tower). Inert changes: a key changed against the committed params.yaml while ano
 """
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Callable
 
 from stages.params.tree import flatten
+
+# Folders other stages write; synth.out_dir is replaced whole, so it may be none of them.
+PIPELINE_FOLDERS = frozenset({"data/dataset", "data/predictions"})
+
+
+def own_data_folder_problem(key: str, path: str) -> str | None:
+    """A folder a stage deletes and rewrites on every run must be one of its own under data/: an absolute path,
+    `..`, or a folder such as docs/ would be deleted with what it holds."""
+    parts = PurePosixPath(path.replace("\\", "/")).parts
+    inside = [f for f in PIPELINE_FOLDERS if "/".join(parts[:2]) == f]
+    if len(parts) >= 2 and parts[0] == "data" and ".." not in parts and not inside:
+        return None
+    return (f"{key} {path!r}: must be a folder of its own under data/ (e.g. data/raw), not an absolute path, '..', "
+            f"or {' or '.join(sorted(PIPELINE_FOLDERS))}: the stage deletes and rewrites it on every run")
 
 
 def rule_problems(p: dict) -> list[str]:
     """Cross-field rules on the raw params: each yields its problem or nothing. A rule whose keys are missing or
     mistyped is skipped: the schema already reports those keys."""
-    m, d, t, s = (p.get(k) if isinstance(p.get(k), dict) else {} for k in ("model", "data", "train", "score"))
+    m, d, t, s, y = (p.get(k) if isinstance(p.get(k), dict) else {}
+                     for k in ("model", "data", "train", "score", "synth"))
     rules: list[Callable[[], str | None]] = [
+        lambda: own_data_folder_problem("synth.out_dir", y["out_dir"]),
         lambda: "model.source is 'local', so model.local_dir must name a model directory"
         if m["source"] == "local" and not m["local_dir"] else None,
         lambda: "model.source 'builtin' builds a tiny Qwen3-VL or Qwen2-VL: model.model_type must be 'qwen3_vl' or "
@@ -52,14 +69,14 @@ def rule_problems(p: dict) -> list[str]:
                 f"{', '.join(f for f, k in s['fields'].items() if k == 'numeric') or 'none'}"
         if (bad := [f for f in s["tolerance"] if s["fields"] and s["fields"].get(f) != "numeric"]) else None,
     ]
-    problems = []
-    for rule in rules:
-        try:
-            if problem := rule():
-                problems.append(problem)
-        except (KeyError, TypeError, AttributeError):
-            continue
-    return problems
+    return [problem for rule in rules if (problem := _apply(rule))]
+
+
+def _apply(rule: Callable[[], str | None]) -> str | None:
+    try:
+        return rule()
+    except (KeyError, TypeError, AttributeError):
+        return None
 
 
 # Keys that do nothing unless another key says so: (dotted key or section prefix, when they do nothing, what to do).
