@@ -15,6 +15,7 @@ from pathlib import Path
 
 from stages.common import (ROOT, atomic_dir, read_jsonl, run, setup_logging, stage_params, swift_env, to_csv,
                            swift_exe, write_atomic, write_json)
+from stages.training.resume import fingerprint, record, resume_from, resumed_loss, write_record
 
 ADAPTER = ROOT / "models" / "adapter"
 WORK = ROOT / "models" / "checkpoints"
@@ -103,13 +104,11 @@ def launch_env(p: dict) -> dict[str, str]:
     return {**swift_env(p["model"]), "PYTHONHASHSEED": "0", **({"NPROC_PER_NODE": str(n)} if n > 1 else {})}
 
 
-def resume_from(work: Path, argv: list[str]) -> Path | None:
-    """The newest complete checkpoint of an interrupted run with the same command line, if any."""
-    run_file = work / "run.json"
-    if not run_file.is_file() or json.loads(run_file.read_text(encoding="utf-8")) != argv:
-        return None
-    done = [c for c in work.glob("checkpoint-*") if (c / "trainer_state.json").is_file()]
-    return max(done, key=lambda c: int(c.name.split("-")[1]), default=None)
+def inputs(rows: list[dict]) -> list[str]:
+    """What a resumed run must find unchanged besides its command line: the base model, the splits and their
+    images."""
+    images = sorted({i for r in rows for i in r.get("images", [])})
+    return ["models/base", "data/dataset/train.jsonl", "data/dataset/val.jsonl", *images]
 
 
 def curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -120,18 +119,21 @@ def curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
     return train, evals
 
 
-def summary(final: dict, evals: list[dict]) -> dict:
-    """The numbers a user compares between experiments."""
+def summary(final: dict, evals: list[dict], start: dict | None = None) -> dict:
+    """The numbers a user compares between experiments. After a resume from the trainer state `start`, the loss
+    covers both runs and runtime_s the resumed part (resumed_from_step says so)."""
     end = next(r for r in reversed(final["log_history"]) if "train_runtime" in r)
     best = min(evals, key=lambda r: r["eval_loss"]) if evals else None
+    loss = resumed_loss(start, final["global_step"], end["train_loss"]) if start else end["train_loss"]
     return {
-        "train_loss": round(end["train_loss"], 4),
+        "train_loss": round(loss, 4),
         "eval_loss": round(evals[-1]["eval_loss"], 4) if evals else None,
         "best_eval_loss": round(best["eval_loss"], 4) if best else None,
         "best_step": best["step"] if best else None,
         "steps": final["global_step"],
         "runtime_s": round(end["train_runtime"], 1),
         "samples_per_s": round(end["train_samples_per_second"], 2),
+        **({"resumed_from_step": start["global_step"]} if start else {}),
     }
 
 
@@ -161,14 +163,21 @@ def main() -> None:
         return
     import torch
     check_device(p["train"], torch.cuda.device_count())
-    checkpoint = resume_from(WORK, argv) if p["train"]["resume"] else None
+    splits = [r for split in ("train", "val") for r in read_jsonl(ROOT / f"data/dataset/{split}.jsonl")]
+    this = record(argv, env, fingerprint(ROOT, inputs(splits)))
+    checkpoint, why_not = resume_from(WORK, this) if p["train"]["resume"] else (None, "")
+    start = None
     if checkpoint:
         log.info("resuming the interrupted run from %s", checkpoint.name)
+        start = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
     else:
+        if why_not:
+            log.info("train.resume: training afresh: %s", why_not)
         empty_dir(WORK)
-        (WORK / "run.json").write_text(json.dumps(argv), encoding="utf-8")
+        write_record(WORK, this)
     run(argv + (["--resume_from_checkpoint", str(checkpoint.relative_to(ROOT))] if checkpoint else []),
         env=env, writes=(WORK, ADAPTER.parent))
+    write_record(WORK, {**this, "finished": True})
     final = read_jsonl(WORK / "logging.jsonl")[-1]
     train_rows, eval_rows = curves(final["log_history"])
     best = Path(final["best_model_checkpoint"] or final["last_model_checkpoint"])
@@ -176,7 +185,7 @@ def main() -> None:
         export(ROOT / best, tmp)
     write_atomic(ROOT / "metrics/plots/train_loss.csv", to_csv(train_rows, ["step", "loss", "learning_rate"]))
     write_atomic(ROOT / "metrics/plots/eval_loss.csv", to_csv(eval_rows, ["step", "eval_loss"]))
-    write_json(ROOT / "metrics/train.json", {**summary(final, eval_rows), "exported": best.name})
+    write_json(ROOT / "metrics/train.json", {**summary(final, eval_rows, start), "exported": best.name})
     log.info("adapter from %s exported to %s", best.name, ADAPTER.relative_to(ROOT))
 
 

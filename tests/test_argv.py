@@ -5,7 +5,7 @@ import pytest
 
 from stages.common import stage_params
 from stages.infer import infer_argv
-from stages.train import check_device, curves, export, launch_env, relocatable, resume_from, sft_argv, summary
+from stages.train import check_device, curves, export, launch_env, relocatable, sft_argv, summary
 
 
 def opts(argv):
@@ -102,18 +102,6 @@ def test_multi_gpu_is_ms_swift_own_torchrun():
     assert opts(sft_argv(p, "out"))["--deepspeed"] == "zero2"
 
 
-def test_resume_only_the_same_run_from_its_newest_complete_checkpoint(tmp_path):
-    argv = ["swift", "sft", "--lora_rank", "8"]
-    assert resume_from(tmp_path, argv) is None
-    (tmp_path / "run.json").write_text(json.dumps(argv))
-    for step, complete in ((5, True), (10, True), (15, False)):   # 15: killed while saving
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        if complete:
-            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    assert resume_from(tmp_path, argv).name == "checkpoint-10"
-    assert resume_from(tmp_path, argv[:-1] + ["16"]) is None      # other params: start afresh
-
-
 def test_infer_argv_base_has_no_adapter_and_is_greedy():
     p = stage_params("infer_base")
     base, ft = infer_argv(p, "base", "r.jsonl"), infer_argv(p, "finetuned", "r.jsonl")
@@ -147,6 +135,9 @@ def test_curves_and_summary_from_trainer_log():
     s = summary({"log_history": history, "global_step": 20}, evals)
     assert s == {"train_loss": 1.4, "eval_loss": 1.7, "best_eval_loss": 1.5, "best_step": 10, "steps": 20,
                  "runtime_s": 12.3, "samples_per_s": 8.0}
+    # resumed at step 12 (logged up to 10): steps 1-10 at 1.5 on average, the 8 resumed ones at 1.4
+    resumed = summary({"log_history": history, "global_step": 20}, evals, {"global_step": 12, "log_history": history[:3]})
+    assert resumed["train_loss"] == round((1.5 * 10 + 1.4 * 8) / 18, 4) and resumed["resumed_from_step"] == 12
 
 
 def test_exported_adapter_names_no_checkout_path(tmp_path):

@@ -243,10 +243,27 @@ def test_training_resumes_after_kill_9(repo, reliability):
     subprocess.run(["rm", "-rf", str(repo / "models/checkpoints")], check=True)
     sh("dvc", "repro", "--force", "train", cwd=repo)               # the same run, uninterrupted
     straight = json.loads((repo / "metrics/train.json").read_text())
-    assert resumed["steps"] == straight["steps"]
+    assert resumed["steps"] == straight["steps"] and resumed["resumed_from_step"] > 0
     assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], rel=0.02)
+    assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=0.02)   # both runs' steps, not the last
     (repo / "params.yaml").write_text(original, encoding="utf-8")
     sh("dvc", "repro", cwd=repo)
+    reliability.survived()
+
+
+def test_resume_never_reuses_a_finished_run(restore, reliability):
+    """train.resume with the data changed after a finished run: training starts afresh, and the adapter recorded
+    is the new one (it once "resumed" the finished run: 0 steps, the old adapter)."""
+    set_params(restore, **{"train.resume": True})
+    sh("dvc", "repro", cwd=restore)
+    reliability.fault()
+    before = digest(restore, ["models/adapter"])
+    set_params(restore, **{"train.resume": True, "synth.num_samples": 44})
+    r = sh("dvc", "repro", cwd=restore)
+    assert "train.resume: training afresh: the last run finished" in r.stdout + r.stderr, r.stderr[-3000:]
+    summary = json.loads((restore / "metrics/train.json").read_text())
+    assert summary["steps"] > 0 and summary["runtime_s"] > 0 and "resumed_from_step" not in summary
+    assert digest(restore, ["models/adapter"]) != before
     reliability.survived()
 
 
