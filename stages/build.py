@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, TextIO
 from tqdm import tqdm
 
 from stages.common import ROOT, atomic_dir, count, setup_logging, stage_params
-from stages.dataset.checks import Checker, DataError, large_image_warning, pixel_budget
+from stages.dataset.checks import Checker, DataError, large_image_warning
 from stages.dataset.formats import detect, reader
 from stages.dataset.records import Place, Record
 from stages.dataset.rows import Rows, last_content, sort_problems
@@ -105,7 +105,7 @@ def build_dataset(cfg: dict, model: dict, score: dict, seed: int, spool: TextIO,
         raise DataError(f"{count(len(problems), 'problem')} in the data params (nothing was written):\n  "
                         + "\n  ".join(problems))
     fmt = detect(paths["labels"]) if cfg["format"] == "auto" else cfg["format"]
-    checker, skip = Checker(place, pixel_budget(model)), cfg["on_error"] == "skip"
+    checker, skip = Checker(place, model), cfg["on_error"] == "skip"
     rows = check_all(fmt, paths, cfg, place, checker, spool)
     log.info("%s read (format %s), %s checked", count(len(rows.where), "sample"), fmt,
              count(len(checker.images), "image file"))

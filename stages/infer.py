@@ -46,7 +46,8 @@ def generation_argv(p: dict) -> list[str]:
 def infer_argv(p: dict, which: str, result_path: str, full_model: bool = False, dataset: str = TEST) -> list[str]:
     """params -> the `swift infer` command line."""
     return [swift_exe(), "infer", *model_argv(p, which, full_model), "--val_dataset", dataset,
-            "--result_path", result_path, *generation_argv(p), "--dataset_num_proc", "1"]
+            "--result_path", result_path, *generation_argv(p), "--dataset_num_proc", "1",
+            "--strict", "true"]   # a test row ms-swift cannot encode stops it, never dropped or replaced unnoticed
 
 
 def main() -> None:
@@ -59,7 +60,9 @@ def main() -> None:
     with atomic_file(dest) as result:   # a fresh path: swift infer appends to an existing file
         full = which == "finetuned" and not adapter_trained()
         run(infer_argv(p, which, str(result), full), env=swift_env(p["model"]), writes=(dest.parent,))
-        n = len(read_jsonl(result))
+        n, expected = len(read_jsonl(result)), len(read_jsonl(ROOT / TEST))
+        if n != expected:   # atomic_file leaves the previous predictions in place
+            raise SystemExit(f"swift infer wrote {count(n, 'prediction')} for {count(expected, 'test row')} of {TEST}")
     log.info("%s written to %s", count(n, "prediction"), dest.relative_to(ROOT))
 
 

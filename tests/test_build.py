@@ -1,7 +1,9 @@
 """Unit tests of the build stage's pure parts: rows, splits, typing, the label map, message and image checks."""
 import json
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -142,13 +144,39 @@ def test_resolve_image_keeps_paths_inside_the_data_folder(tmp_path):
 
 def test_inspect_image(tmp_path):
     Image.new("RGB", (640, 480), (10, 200, 30)).save(tmp_path / "a.jpg", quality=95)
-    info = inspect_image(tmp_path / "a.jpg")
+    info = inspect_image(tmp_path / "a.jpg", "qwen3_vl")
     assert (info.width, info.height) == (640, 480) and len(info.digest) == 16
     data = (tmp_path / "a.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])
-    assert inspect_image(tmp_path / "cut.jpg").startswith("is truncated or corrupt (OSError: image file is truncated")
+    assert inspect_image(tmp_path / "cut.jpg", "qwen3_vl").startswith(
+        "is truncated or corrupt (OSError: image file is truncated")
     assert pixel_budget({"model_type": "qwen3_vl", "image_max_token_num": 1024}) == 1024 * 32 * 32
     assert pixel_budget({"model_type": "qwen2_5_vl", "image_max_token_num": 4}) == 4 * 28 * 28
+
+
+def png_with_corrupt_pixels(path):
+    """A PNG whose chunks and CRCs are all sound, with garbage in its compressed pixel data: verify() passes it."""
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)).save(path)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"IDAT")
+    n = int.from_bytes(data[at - 4:at], "big")
+    data[at + 4 + n // 2:at + 4 + n // 2 + 8] = b"\xff" * 8
+    data[at + 4 + n:at + 8 + n] = zlib.crc32(bytes(data[at:at + 4 + n])).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    with Image.open(path) as im:
+        im.verify()                                   # what build used to check
+
+
+@pytest.mark.parametrize("make, message", [
+    (png_with_corrupt_pixels, "is truncated or corrupt"),
+    (lambda p: Image.fromarray(np.full((64, 64), 46003, dtype=np.uint16)).save(p),
+     "is 16-bit (Pillow mode I;16): ms-swift would clip it to 8 bits and train on solid white"),
+    (lambda p: Image.new("L", (1, 1)).save(p), "is 1x1 px, too small to be read as an image"),
+    (lambda p: Image.new("L", (16, 3300)).save(p), "has an aspect ratio of 206.2 (16x3300 px)"),
+])
+def test_images_the_trainer_cannot_use_are_named(tmp_path, make, message):
+    make(tmp_path / "x.png")
+    assert message in inspect_image(tmp_path / "x.png", "qwen3_vl")
 
 
 def test_imbalance_warning():

@@ -395,3 +395,26 @@ def test_a_repeated_column_name_and_a_blank_line(raw):
     table(raw, *four_good_rows(raw), header="id,label,label")
     assert "  data/raw/labels.csv:1: column name(s) label appear more than once in the header; expected each column " \
            "once" in problems(raw, columns={"images": ["label"], "answer": ["label"]})
+
+
+def test_a_missing_value_marker_in_a_numeric_column_is_named_not_turned_into_text(raw):
+    """One NaN cell used to make the whole distance column text, and the pipeline failed only at score."""
+    rows = [f"g{i},{raw.image(f'images/g{i}.png')},+,{i}" for i in range(4)]
+    table(raw, *rows, f"x,{raw.image('images/x.png')},-,NaN", f"y,{raw.image('images/y.png')},-,#DIV/0!",
+          header="id,image,direction,distance")
+    found = problems(raw, columns={"images": ["image"], "answer": ["direction", "distance"]})
+    assert found == ["1 problem in the input data (nothing was written):",
+                     "  data/raw/labels.csv: column distance holds numbers, but line(s) 6 ('NaN'), 7 ('#DIV/0!') hold a "
+                     "missing or non-finite value; expected a number in every row"]
+
+
+def test_nan_or_infinity_in_a_json_answer_is_refused(raw):
+    """Python's json reads NaN and Infinity; as a training target no answer could ever match them."""
+    a, b = raw.image("images/a.png"), raw.image("images/b.png")
+    (raw / "qa.jsonl").write_text("".join(line + "\n" for line in [
+        f'{{"image": "{a}", "answer": {{"distance": 1}}}}', f'{{"image": "{b}", "answer": {{"distance": Infinity}}}}',
+        f'{{"image": "{a}", "answer": {{"distance": 2}}}}', f'{{"image": "{b}", "answer": {{"distance": NaN}}}}']),
+        encoding="utf-8")
+    found = problems(raw, format="qa_jsonl", labels="qa.jsonl")
+    assert found[1:] == [f"  data/raw/qa.jsonl:{n}: the answer's field(s) distance are NaN or Infinity, which JSON does "
+                         "not allow and no model answer can match; expected a finite number" for n in (2, 4)]

@@ -4,6 +4,7 @@ import base64
 import io
 import socket
 
+import numpy as np
 from PIL import Image
 
 from stages.commands.serve import deploy_argv, port_problem
@@ -16,7 +17,8 @@ from stages.serving.client import row_messages
 
 def png(size=(64, 64)) -> bytes:
     b = io.BytesIO()
-    Image.frombytes("L", size, bytes(range(256)) * (size[0] * size[1] // 256)).save(b, "PNG")
+    n = size[0] * size[1]
+    Image.frombytes("L", size, (bytes(range(256)) * (n // 256 + 1))[:n]).save(b, "PNG")
     return b.getvalue()
 
 
@@ -68,11 +70,21 @@ def test_every_undecodable_image_is_named_by_its_place():
     good = png()
     truncated = good[:len(good) // 2]                 # opens (the header is whole) and fails on its pixels
     problems = image_problems([data_url(good), data_url(truncated), data_url(b"plain text"),
-                               base64.b64encode(good).decode(), "https://example.com/x.png", "not base64 at all!"])
+                               base64.b64encode(good).decode(), "https://example.com/x.png", "not base64 at all!"],
+                              "qwen3_vl")
     assert problems[0].startswith("image 2 of 6: a broken image")
     assert problems[1].startswith("image 3 of 6: not an image")
     assert problems[2].startswith("image 6 of 6: not an image") and len(problems) == 3
     assert inline_bytes("http://host/x.png") is None and inline_bytes(data_url(b"ab")) == b"ab"
+
+
+def test_images_the_model_cannot_use_faithfully_are_refused():
+    b = io.BytesIO()
+    Image.fromarray(np.full((64, 64), 40000, dtype=np.uint16)).save(b, "PNG")   # a 16-bit camera frame
+    problems = image_problems([data_url(b.getvalue()), data_url(png((3, 3))), data_url(png((16, 3400)))], "qwen3_vl")
+    assert problems[0].startswith("image 1 of 3: is 16-bit (Pillow mode I;16): ms-swift would clip it to 8 bits")
+    assert problems[1].startswith("image 2 of 3: is 3x3 px, too small to be read as an image")
+    assert problems[2].startswith("image 3 of 3: has an aspect ratio of 212.5 (16x3400 px)")
 
 
 def test_a_validation_error_is_short_and_echoes_no_image():

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.host not in LOCAL_HOSTS:   # other machines' requests may not name files on this one
             os.environ.setdefault("SWIFT_MEDIA_ALLOWED_DIRS", empty)
         Server(deploy_argv(p, which, full, args.host, args.port, system, max_length), key, counts,
-               int(args.max_request_mb * 2**20)).main()
+               int(args.max_request_mb * 2**20), p["model"]["model_type"]).main()
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 about images over the pixel budget (the split's warnings are in stages/dataset/split.py).
 
 Images are checked one at a time and only a digest and a size are kept, so memory does not grow with them.
-PNG: `verify()` walks every chunk and its CRC (a truncated file fails) without inflating the pixels; other
-formats are decoded, JPEG at 1/8 scale (`draft`), which still reads its whole entropy-coded stream.
+Every image is decoded in full (a PNG whose chunks and CRCs are sound can still hold corrupt compressed data, so
+`verify()`, which walks the chunks and CRCs and catches a cut-off file, runs as well), JPEG at 1/8 scale
+(`draft`), which still reads its whole entropy-coded stream. Then the model's own limits:
+what ms-swift's image processing would silently whiten, or refuse mid-training (pixel_problem).
 """
 from __future__ import annotations
 
@@ -20,6 +22,12 @@ from stages.dataset.records import Place, Record
 FORMATS = "JPEG, PNG, WEBP, BMP, GIF or TIFF"
 PATCH_PX = {"qwen3_vl": 16 * 2, "qwen2_5_vl": 14 * 2, "qwen2_vl": 14 * 2}   # vision patch x spatial merge
 ROLES = ("system", "user", "assistant", "tool", "tool_call", "tool_response")
+MAX_RATIO = 200   # the Qwen-VL image processors' smart_resize raises above this aspect ratio
+# transformers' image processors take an axis of length 1 or 3 for the channel axis (infer_channel_dimension_format)
+MIN_SIDE = 4
+# Pillow's 16- and 32-bit modes (16-bit PNG/TIFF from microscope cameras): ms-swift's convert("RGB") clips every
+# value over 255, so a 16-bit frame becomes solid white
+WIDE_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
 
 
 class DataError(ValueError):
@@ -47,8 +55,25 @@ def resolve_image(value, place: Place) -> tuple[Path, str] | str:
     return full, place.rel(full)
 
 
-def inspect_image(path: Path) -> ImageInfo | str:
-    """Digest and size of an image file, or what is wrong with it (empty, not an image, truncated)."""
+def pixel_problem(mode: str, w: int, h: int, model_type: str) -> str | None:
+    """What the model cannot use faithfully in an image of this mode and size, or None."""
+    if not w or not h:
+        return f"has zero size ({w}x{h} px)"
+    if mode in WIDE_MODES:
+        return (f"is {WIDE_MODES[mode]}-bit (Pillow mode {mode}): ms-swift would clip it to 8 bits and train on solid "
+                "white; convert it to 8-bit first, scaling its range to 0-255 (README: Your own data)")
+    if min(w, h) < MIN_SIDE:
+        return (f"is {w}x{h} px, too small to be read as an image (a side of 1 or 3 px passes for a colour axis); "
+                f"expected at least {MIN_SIDE} px on each side")
+    if max(w, h) / min(w, h) > MAX_RATIO:
+        return (f"has an aspect ratio of {max(w, h) / min(w, h):.1f} ({w}x{h} px); the {model_type} image processor "
+                f"refuses more than {MAX_RATIO}")
+    return None
+
+
+def inspect_image(path: Path, model_type: str) -> ImageInfo | str:
+    """Digest and size of an image file, or what is wrong with it (empty, not an image, truncated, beyond the
+    model's limits)."""
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -57,20 +82,21 @@ def inspect_image(path: Path) -> ImageInfo | str:
         return "is empty (0 bytes)"
     try:
         with Image.open(io.BytesIO(data)) as im:
-            fmt, (w, h) = im.format, im.size
+            fmt, mode, (w, h) = im.format, im.mode, im.size
             if fmt == "PNG":
                 im.verify()
-            else:
+        with Image.open(io.BytesIO(data)) as im:
+            if fmt == "JPEG":
                 im.draft(im.mode, (max(1, w // 8), max(1, h // 8)))
-                im.load()
+            im.load()
     except UnidentifiedImageError:
         return f"is not an image in a supported format; expected {FORMATS}"
     except Image.DecompressionBombError as e:
         return f"is too large to decode safely ({e})"
     except Exception as e:  # noqa: BLE001 - each decoder fails its own way; reported, never skipped
         return f"is truncated or corrupt ({type(e).__name__}: {e})"
-    if not w or not h:
-        return f"has zero size ({w}x{h} px)"
+    if problem := pixel_problem(mode, w, h, model_type):
+        return problem
     return ImageInfo(hashlib.blake2b(data, digest_size=16).digest(), w, h)
 
 
@@ -97,8 +123,8 @@ def check_messages(row: dict) -> list[str]:
 class Checker:
     """Checks records one at a time, keeping only what later checks need: ids, image digests and sizes."""
 
-    def __init__(self, place: Place, pixel_budget: int):
-        self.place, self.budget = place, pixel_budget
+    def __init__(self, place: Place, model: dict):
+        self.place, self.budget, self.model_type = place, pixel_budget(model), model["model_type"]
         self.problems: list[str] = []
         self.ids: dict[str, str] = {}                           # id -> where it was first seen
         self.images: dict[str, ImageInfo | str] = {}            # repo-relative path -> info: inspected once
@@ -118,7 +144,7 @@ class Checker:
                 continue
             full, rel = resolved
             if rel not in self.images:
-                self.images[rel] = info = inspect_image(full)
+                self.images[rel] = info = inspect_image(full, self.model_type)
                 if isinstance(info, ImageInfo) and (px := info.width * info.height) > self.budget:
                     self.n_large += 1
                     self.largest = max(self.largest, (px, rel, info.width, info.height))

@@ -5,9 +5,18 @@ file and only check that the predictions belong to the test split."""
 from __future__ import annotations
 
 import json
+import math
 
 from stages.scoring.answers import TEXT_FIELD, is_number, label
 KINDS = ("json", "text")
+
+
+def non_finite(obj, path: str = "") -> list[str]:
+    """Dotted keys of the NaN / Infinity values in a parsed answer (Python's json reads them; JSON has none)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return [path or "(the answer)"]
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    return [bad for k, v in items for bad in non_finite(v, f"{path}.{k}" if path else str(k))]
 
 
 def as_object(text: str) -> dict | None:
@@ -48,7 +57,10 @@ def answer_kind(answers: list[tuple[str, str]], requested: str) -> tuple[str, li
         broken = any(not ok and text.lstrip().startswith("{") for ok, (_, text) in zip(objects, answers))
         kind = "json" if objects and (all(objects) or broken) else "text"
     if kind == "json":
-        return kind, [not_object(w, t) for ok, (w, t) in zip(objects, answers) if not ok], []
+        parsed = [(w, as_object(t)) for ok, (w, t) in zip(objects, answers) if ok]
+        return kind, [not_object(w, t) for ok, (w, t) in zip(objects, answers) if not ok] + [
+            f"{w}: the answer's field(s) {', '.join(bad)} are NaN or Infinity, which JSON does not allow and no "
+            "model answer can match; expected a finite number" for w, obj in parsed if (bad := non_finite(obj))], []
     warnings = []
     if requested == "auto" and any(objects):
         first_obj = next(w for ok, (w, _) in zip(objects, answers) if ok)

@@ -8,6 +8,8 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 
+from stages.dataset.checks import pixel_problem
+
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 KEY_ENV = "SERVE_API_KEY"
 IMAGE_PARTS = frozenset({"image", "image_url"})
@@ -54,9 +56,9 @@ def inline_bytes(value) -> bytes | None:
         return b""   # not base64: no image decodes from it
 
 
-def image_problems(values: list) -> list[str]:
+def image_problems(values: list, model_type: str) -> list[str]:
     """Every image that does not decode, by its place in the request, decoded in full (a truncated PNG opens
-    and only fails on reading its pixels)."""
+    and only fails on reading its pixels), or that the model cannot use faithfully (the build stage's limits)."""
     problems = []
     for i, value in enumerate(values, 1):
         data = inline_bytes(value)
@@ -64,7 +66,10 @@ def image_problems(values: list) -> list[str]:
             continue
         try:
             with Image.open(io.BytesIO(data)) as im:
+                mode, (w, h) = im.mode, im.size
                 im.load()
+            if problem := pixel_problem(mode, w, h, model_type):
+                problems.append(f"image {i} of {len(values)}: {problem.replace(' (README: Your own data)', '')}")
         except UnidentifiedImageError:
             problems.append(f"image {i} of {len(values)}: not an image (no format Pillow reads: PNG, JPEG, TIFF, ...)")
         except Exception as e:   # Pillow raises OSError, SyntaxError, ValueError... for broken files

@@ -20,8 +20,10 @@ def error(status: HTTPStatus, message: str, **headers) -> JSONResponse:
 
 
 class Server(SwiftDeploy):
-    def __init__(self, argv: list[str], key: str | None, image_counts: set[int], max_request_bytes: int):
+    def __init__(self, argv: list[str], key: str | None, image_counts: set[int], max_request_bytes: int,
+                 model_type: str):
         self._key = key.encode() if key else None
+        self._model_type = model_type
         self._image_counts = image_counts
         self._max_request_bytes = max_request_bytes
         super().__init__(argv)
@@ -61,7 +63,7 @@ class Server(SwiftDeploy):
         images = image_values(request.messages, request.images)
         wrong_count = image_count_problem(len(images), self._image_counts)
         # decoding a large image must not hold up the other requests: off the event loop
-        problems = ([wrong_count] if wrong_count else []) + await asyncio.to_thread(image_problems, images)
+        problems = ([wrong_count] if wrong_count else []) + await asyncio.to_thread(image_problems, images, self._model_type)
         if problems:
             return error(HTTPStatus.BAD_REQUEST, "; ".join(problems))
         return await super().create_chat_completion(request, raw_request, return_cmpl_response=return_cmpl_response)

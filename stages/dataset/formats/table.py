@@ -15,6 +15,8 @@ from stages.dataset.sources import jsonl_objects, text_lines
 INT = r"[+-]?(0|[1-9]\d*)"
 FLOAT = r"[+-]?((0|[1-9]\d*)(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
 FOLDER = False
+MISSING = {"nan", "-nan", "na", "n/a", "null", "none", "inf", "+inf", "-inf", "infinity", "-infinity", "-", "?",
+           "#n/a", "#value!", "#div/0!", "#num!"}   # what spreadsheets and pandas write for a number that is not there
 
 
 def detects(path: Path, first) -> bool:
@@ -65,6 +67,18 @@ def typed(cells: pd.Series) -> list:
     else:
         kind = str
     return [None if is_empty(v) else kind(v) for v in cells.astype(object)]
+
+
+def not_numbers(cells: pd.Series, lines: list[int]) -> list[tuple[int, str]]:
+    """(line, cell) of the missing-value markers (NaN, n/a, #DIV/0!, inf...) in a column whose other cells are all
+    numbers: one of them would otherwise turn the whole column into text, its numbers no longer scored as numbers."""
+    text = cells.dropna().astype(str).str.strip()
+    numeric = text.str.fullmatch(FLOAT)
+    markers = text[~numeric]
+    if numeric.sum() == 0 or not markers.str.lower().isin(MISSING).all():
+        return []
+    at = dict(zip(cells.index, lines))
+    return [(at[i], v) for i, v in markers.items()]
 
 
 def plain_text(cfg: dict, values: list) -> bool:
@@ -129,6 +143,13 @@ def read(path: Path, cfg: dict, place: Place, problems: list[str], exclude: set[
         problems.append(f"{where}:1: column name(s) {', '.join(sorted({h for h in header if header.count(h) > 1}))} "
                         "appear more than once in the header; expected each column once")
         return
+    for col in cols["answer"]:
+        if bad := not_numbers(df[col], lines):
+            problems.append(f"{where}: column {col} holds numbers, but line(s) "
+                            f"{', '.join(f'{n} ({v!r})' for n, v in bad[:5])}{', ...' if len(bad) > 5 else ''} "
+                            "hold a missing or non-finite value; expected a number in every row")
+            df.loc[df[col].notna() & df[col].astype(str).str.strip().isin([v for _, v in bad]), col] = "0"   # build fails on the problem; meanwhile the
+            #   column stays numeric, so the score checks do not also report it as text
     plain = plain_text(cfg, typed(df[cols["answer"][0]]))
     for col in cols["answer"] if not plain else []:   # plain text stays as written
         df[col] = pd.Series(typed(df[col]), index=df.index, dtype=object)
