@@ -11,14 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import yaml
+from PIL import Image
 
 from tests.workspace import ENV, clone, commit, ran, set_params, sh, stale
 
@@ -182,6 +186,52 @@ def test_a_synthetic_data_folder_holding_user_files_is_not_replaced(restore, rel
     set_params(restore, **{"synth.out_dir": "data/mine", "data.raw_dir": "data/mine"})
     refused(restore, reliability, "synth.out_dir: data/mine holds files the generate stage did not write (notes.txt)")
     assert (restore / "data/mine/notes.txt").read_text(encoding="utf-8") == "mine\n"
+
+
+def sixteen_bit(path: Path) -> None:
+    """A 16-bit camera frame (the range of a real one): ms-swift once trained on it as solid white."""
+    Image.fromarray(np.random.default_rng(0).integers(3341, 46003, (64, 64)).astype(np.uint16)).save(path)
+
+
+def corrupt_pixels(path: Path) -> None:
+    """Garbage in the compressed pixel data, every chunk's CRC sound: it passed PIL's verify()."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"IDAT")
+    n = int.from_bytes(data[at - 4:at], "big")
+    data[at + 4 + n // 2:at + 12 + n // 2] = b"\xff" * 8
+    data[at + 4 + n:at + 8 + n] = zlib.crc32(bytes(data[at:at + 4 + n])).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+
+
+def last_cell(path: Path, value: str) -> None:
+    """The second sample's last cell (its distance, line 3) set to `value`."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[2] = f"{lines[2].rsplit(',', 1)[0]},{value}\n"
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+@pytest.mark.parametrize("name, spoil, message", [
+    ("16bit", lambda d: sixteen_bit(d / "images/000001_1.png"),
+     "image data/mine/images/000001_1.png is 16-bit (Pillow mode I;16): ms-swift would clip it to 8 bits"),
+    ("corrupt", lambda d: corrupt_pixels(d / "images/000001_1.png"),
+     "image data/mine/images/000001_1.png is truncated or corrupt"),
+    ("1x1", lambda d: Image.new("L", (1, 1)).save(d / "images/000001_1.png"),
+     "image data/mine/images/000001_1.png is 1x1 px, too small to be read as an image"),
+    ("aspect", lambda d: Image.new("L", (4, 1000)).save(d / "images/000001_1.png"),
+     "image data/mine/images/000001_1.png has an aspect ratio of 250.0 (4x1000 px)"),
+    ("nan", lambda d: last_cell(d / "labels.csv", "NaN"),
+     "data/mine/labels.csv: column distance holds numbers, but line(s) 3 ('NaN') hold a missing or non-finite value"),
+])
+def test_samples_the_trainer_cannot_use_are_refused_at_build(restore, reliability, name, spoil, message):
+    """Own data with one bad sample: refused by build, before training, naming the file (it was trained on as
+    white, silently replaced by another sample, or typed as text and blamed on the score params)."""
+    mine = restore / "data/mine"
+    shutil.rmtree(mine, ignore_errors=True)
+    shutil.copytree(restore / "data/raw", mine)
+    spoil(mine)
+    set_params(restore, **{"data.raw_dir": "data/mine"})
+    refused(restore, reliability, message)
+    shutil.rmtree(mine)
 
 
 def local_model(repo: Path, name: str, drop: str = "", add: dict | None = None) -> str:
