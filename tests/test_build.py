@@ -1,6 +1,5 @@
 """Unit tests of the build stage's pure parts: rows, splits, typing, the label map, message and image checks."""
 import json
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from stages.dataset.formats.filename import decode, parse_label_map
 from stages.dataset.formats.table import typed
 from stages.dataset.records import Place, swift_row
 from stages.dataset.split import class_label, imbalance_warning, split, stratified_split
+from tests.workspace import corrupt_png_pixels
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LABEL_MAP = {"mapping_type": "positional",
@@ -157,12 +157,7 @@ def test_inspect_image(tmp_path):
 def png_with_corrupt_pixels(path):
     """A PNG whose chunks and CRCs are all sound, with garbage in its compressed pixel data: verify() passes it."""
     Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)).save(path)
-    data = bytearray(path.read_bytes())
-    at = data.index(b"IDAT")
-    n = int.from_bytes(data[at - 4:at], "big")
-    data[at + 4 + n // 2:at + 4 + n // 2 + 8] = b"\xff" * 8
-    data[at + 4 + n:at + 8 + n] = zlib.crc32(bytes(data[at:at + 4 + n])).to_bytes(4, "big")
-    path.write_bytes(bytes(data))
+    corrupt_png_pixels(path)
     with Image.open(path) as im:
         im.verify()                                   # what build used to check
 

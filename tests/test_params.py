@@ -201,7 +201,7 @@ def test_a_stage_run_alone_reports_a_params_typo_without_a_traceback(tmp_path):
 
 
 @pytest.mark.parametrize("out_dir, ok", [("data/raw", True), ("data/synthetic/v2", True), ("data/./raw", True),
-                                         ("../decoy", False), ("docs", False), ("/tmp/raw", False), ("data", False),
+                                         ("../decoy", False), ("docs", False), ("/raw", False), ("data", False),
                                          ("data/dataset", False), ("data/predictions/x", False),
                                          ("data/../docs", False), ("C:\\data", False)])
 def test_synth_out_dir_is_a_folder_of_its_own_under_data(params, out_dir, ok):

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.workspace import ENV, clone, commit, ran, set_params, sh, stale
+from tests.workspace import ENV, clone, corrupt_png_pixels, commit, ran, set_params, sh, stale
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 SMALL = {"synth.num_samples": 40, "train.num_train_epochs": 1, "train.per_device_train_batch_size": 4,
@@ -193,16 +192,6 @@ def sixteen_bit(path: Path) -> None:
     Image.fromarray(np.random.default_rng(0).integers(3341, 46003, (64, 64)).astype(np.uint16)).save(path)
 
 
-def corrupt_pixels(path: Path) -> None:
-    """Garbage in the compressed pixel data, every chunk's CRC sound: it passed PIL's verify()."""
-    data = bytearray(path.read_bytes())
-    at = data.index(b"IDAT")
-    n = int.from_bytes(data[at - 4:at], "big")
-    data[at + 4 + n // 2:at + 12 + n // 2] = b"\xff" * 8
-    data[at + 4 + n:at + 8 + n] = zlib.crc32(bytes(data[at:at + 4 + n])).to_bytes(4, "big")
-    path.write_bytes(bytes(data))
-
-
 def last_cell(path: Path, value: str) -> None:
     """The second sample's last cell (its distance, line 3) set to `value`."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -213,7 +202,7 @@ def last_cell(path: Path, value: str) -> None:
 @pytest.mark.parametrize("name, spoil, message", [
     ("16bit", lambda d: sixteen_bit(d / "images/000001_1.png"),
      "image data/mine/images/000001_1.png is 16-bit (Pillow mode I;16): ms-swift would clip it to 8 bits"),
-    ("corrupt", lambda d: corrupt_pixels(d / "images/000001_1.png"),
+    ("corrupt", lambda d: corrupt_png_pixels(d / "images/000001_1.png"),
      "image data/mine/images/000001_1.png is truncated or corrupt"),
     ("1x1", lambda d: Image.new("L", (1, 1)).save(d / "images/000001_1.png"),
      "image data/mine/images/000001_1.png is 1x1 px, too small to be read as an image"),

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import yaml
@@ -72,3 +73,13 @@ def set_params(repo: Path, **changes) -> None:
     for key, value in changes.items():
         set_dotted(p, key, value)
     path.write_text(yaml.safe_dump(p, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+def corrupt_png_pixels(path: Path) -> None:
+    """Garbage in a PNG's compressed pixel data, every chunk's CRC kept sound: PIL's verify() passes it."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"IDAT")
+    n = int.from_bytes(data[at - 4:at], "big")
+    data[at + 4 + n // 2:at + 12 + n // 2] = b"\xff" * 8
+    data[at + 4 + n:at + 8 + n] = zlib.crc32(bytes(data[at:at + 4 + n])).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
