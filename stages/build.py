@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, TextIO
 
 from tqdm import tqdm
 
-from stages.common import ROOT, atomic_dir, count, setup_logging, stage_params
+from stages.common import ROOT, count, setup_logging, stage_params
 from stages.dataset.checks import Checker, DataError, large_image_warning
 from stages.dataset.formats import detect, reader
 from stages.dataset.records import Place, Record
@@ -26,6 +26,7 @@ from stages.dataset.rows import Rows, last_content, sort_problems
 from stages.dataset.sources import inputs, system_prompt
 from stages.dataset.split import class_label, imbalance_warning, leakage_warning, split, stratified_split
 from stages.scoring.fields import answer_kind, reference, resolve_fields
+from stages.storage.atomic import atomic_dir
 
 OUT = ROOT / "data" / "dataset"
 log = logging.getLogger("build")

@@ -1,7 +1,7 @@
-"""Helpers every stage shares: params, logging, atomic outputs, subprocess calls."""
+"""Helpers every stage shares: params, logging, writing outputs (atomically: stages/storage/atomic.py), subprocess
+calls."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -11,15 +11,15 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
 from stages.params import ParamsError, validate
 from stages.params.load import read_yaml
 from stages.params.tree import project
+from stages.storage.atomic import write_atomic
+from stages.storage.space import full_disk_hint
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS_FILE = ROOT / "params.yaml"
@@ -58,72 +58,6 @@ def stage_params(stage: str) -> dict:
 def count(n: int, noun: str) -> str:
     """`1,204 samples` - counts the way a person reads them."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
-def clear_leftovers(dest: Path) -> None:
-    """Remove what a killed earlier write of `dest` left beside it (kill -9 skips every cleanup).
-    Safe because DVC runs at most one stage per output at a time."""
-    for old in [*dest.parent.glob(f".{dest.name}.tmp-*"), *dest.parent.glob(f".{dest.name}.old-*")]:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _scratch(dest: Path) -> Iterator[Path]:
-    """A fresh temp dir beside `dest` (same filesystem, so a rename is atomic), removed afterwards."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    clear_leftovers(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output is an ordinary folder
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def atomic_dir(dest: Path) -> Iterator[Path]:
-    """Yield an empty temp dir beside `dest`; on success it replaces `dest`, on failure `dest` is untouched."""
-    dest = Path(dest)
-    with _scratch(dest) as tmp:
-        yield tmp
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        if dest.exists() or dest.is_symlink():
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old.exists():
-            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
-
-
-@contextlib.contextmanager
-def atomic_file(dest: Path) -> Iterator[Path]:
-    """Yield a fresh path to write instead of `dest` (e.g. for a tool that appends); on success it
-    replaces `dest`, on failure `dest` is untouched."""
-    dest = Path(dest)
-    with _scratch(dest) as tmp:
-        yield tmp / dest.name
-        os.replace(tmp / dest.name, dest)
-
-
-def _file_mode() -> int:
-    """The mode of an ordinary new file (0o666 less the umask); mkstemp would leave it 0o600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_atomic(dest: Path, text: str) -> None:
-    """Write a whole text file or nothing: temp file in the same dir, then rename."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
-    try:
-        os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_csv(rows: list[dict], columns: list[str]) -> str:
@@ -166,21 +100,26 @@ def drop_stale(paths: list[Path], report: Path, marker: str) -> None:
                 ", ".join(Path(p).relative_to(ROOT).as_posix() for p in paths))
 
 
-LOW_SPACE = 64 * 2**20   # bytes; below this a folder the tool writes to counts as full
-
-
 def run(argv: list[str], env: dict[str, str] | None = None, stdout=None, writes: tuple[Path, ...] = ()) -> None:
-    """Run a command from an argv list (never a shell string), with extra environment variables.
-    If it fails, say so in one line, naming a full disk among the folders it `writes` to."""
+    """Run a command from an argv list (never a shell string), with extra environment variables, its stderr passed
+    through as it comes. If it fails, say so in one line, naming a full disk among the folders it `writes` to."""
     log.info("$ %s", " ".join(argv))
-    try:
-        subprocess.run(argv, check=True, env={**os.environ, **(env or {})}, cwd=ROOT, stdout=stdout)
-    except subprocess.CalledProcessError as e:
+    tail = b""   # the last 64 KiB of its stderr: where a full disk is named
+    with subprocess.Popen(argv, env={**os.environ, **(env or {})}, cwd=ROOT, stdout=stdout,
+                          stderr=subprocess.PIPE) as proc:
+        try:
+            while chunk := os.read(proc.stderr.fileno(), 65536):
+                sys.stderr.buffer.write(chunk)
+                sys.stderr.buffer.flush()
+                tail = (tail + chunk)[-65536:]
+        except BaseException:
+            proc.kill()
+            raise
+    if proc.returncode:
         tool = " ".join(Path(a).name for a in argv[:2])
-        full = [f"{p} ({shutil.disk_usage(p).free / 2**20:.1f} MiB free)" for p in writes
-                if Path(p).exists() and shutil.disk_usage(p).free < LOW_SPACE]
-        hint = f": no space left on device in {', '.join(full)}" if full else "; its output above says why"
-        raise SystemExit(f"{tool} failed with exit code {e.returncode}{hint}") from None
+        hint = full_disk_hint(tail, writes)
+        raise SystemExit(f"{tool} failed with exit code {proc.returncode}"
+                         f"{f': {hint}' if hint else '; its output above says why'}")
 
 
 def swift_exe() -> str:

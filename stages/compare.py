@@ -18,11 +18,12 @@ import logging
 import re
 import sys
 
-from stages.common import ROOT, atomic_dir, drop_stale, read_jsonl, setup_logging, test_set_marker, write_atomic, write_json
+from stages.common import ROOT, drop_stale, read_jsonl, setup_logging, test_set_marker, write_json
 from stages.scoring.answers import parse_response, value
 from stages.scoring.fields import check_predictions, reference
 from stages.scoring.measures import abs_errors, outcomes, text_scores
 from stages.scoring.paired import paired_binary, paired_errors
+from stages.storage.atomic import atomic_dir, write_atomic
 
 log = logging.getLogger("compare")
 

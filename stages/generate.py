@@ -19,8 +19,9 @@ from scipy.ndimage import gaussian_filter
 from scipy.special import expit
 from tqdm import tqdm
 
-from stages.common import ROOT, atomic_dir, count, setup_logging, stage_params
+from stages.common import ROOT, count, setup_logging, stage_params
 from stages.params.paths import synth_folder_problem
+from stages.storage.atomic import atomic_dir
 
 log = logging.getLogger("pipeline.generate")
 COLUMNS = ["id", "image_1", "image_2", "analysis", "direction", "distance"]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from stages.common import ROOT, atomic_file, count, read_jsonl, run, setup_logging, stage_params, swift_env, swift_exe
+from stages.common import ROOT, count, read_jsonl, run, setup_logging, stage_params, swift_env, swift_exe
+from stages.storage.atomic import atomic_file
 
 TEST = "data/dataset/test.jsonl"
 log = logging.getLogger("infer")

@@ -1,9 +1,12 @@
 """Stage `model`: put the base model into models/base.
 
 builtin    - a tiny random Qwen3-VL (or Qwen2-VL) built offline, deterministic from the seed (the default);
-local      - an existing model directory, hard-linked (no copy) where the filesystem allows;
+local      - an existing model directory, copied (a reflink where the filesystem allows, which costs no space): a
+             hard link would let a write into models/base change the user's own files;
 modelscope - a ModelScope download of one revision into ModelScope's cache, hard-linked here
-             (stages/hub/snapshot.py; endpoint and token from MODELSCOPE_ENDPOINT and MODELSCOPE_API_TOKEN only).
+             (stages/hub/snapshot.py; endpoint and token from MODELSCOPE_ENDPOINT and MODELSCOPE_API_TOKEN only);
+             the client checks each cached file's size and SHA-256 on every run and fetches a damaged one again.
+Weights are checked on the way in: a safetensors file must hold exactly what its header describes.
 """
 from __future__ import annotations
 
@@ -15,8 +18,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from stages.common import ROOT, atomic_dir, setup_logging, stage_params
+from stages.common import ROOT, setup_logging, stage_params
 from stages.hub.snapshot import DownloadError, download
+from stages.storage.atomic import atomic_dir
+from stages.storage.clone import clone_tree
 
 OUT = ROOT / "models" / "base"
 log = logging.getLogger("model")
@@ -42,14 +47,42 @@ def configs(path: Path) -> dict[str, object]:
     return parsed
 
 
+def safetensors_problem(f: Path) -> str | None:
+    """What is wrong with a safetensors file: the 8-byte header length, the JSON header, then exactly the tensor
+    bytes it describes (a truncated or padded copy holds a different number)."""
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little") if size >= 8 else 0
+        if not 0 < n <= size - 8:
+            return f"is truncated or not a safetensors file ({size:,} bytes, header length {n:,})"
+        try:
+            header = json.loads(fh.read(n))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            return f"has a damaged header ({type(e).__name__}: {e})"
+    if 8 + n + end != size:
+        return f"is truncated or damaged: its header describes {8 + n + end:,} bytes, the file holds {size:,}"
+    return None
+
+
 def check_model_dir(path: Path) -> None:
-    """A usable HF model dir has a config, a tokenizer and weights, and configs that parse; name what is not."""
+    """A usable HF model dir has a config, a tokenizer and whole weights, and configs that parse; name what is not."""
     missing = [f for f in REQUIRED if not (path / f).is_file()]
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         missing.append("*.safetensors (model weights)")
+    configs(path)
+    index = path / "model.safetensors.index.json"   # a sharded model: every shard its weight_map names
+    try:
+        shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values() if index.is_file() else []
+    except (ValueError, UnicodeDecodeError, AttributeError) as e:
+        raise ModelDirError(f"model directory {path}: {index.name} is not a valid index ({e})") from None
+    missing += sorted({s for s in shards if not (path / s).is_file()})
     if missing:
         raise ModelDirError(f"model directory {path} is incomplete: missing {', '.join(missing)}")
-    configs(path)
+    broken = [f"{f.relative_to(path)} {problem}" for f in sorted(path.glob("*.safetensors"))
+              if (problem := safetensors_problem(f))]
+    if broken:
+        raise ModelDirError(f"model directory {path}: {'; '.join(broken)}")
 
 
 def code_references(obj, key: str = "") -> list[str]:
@@ -81,11 +114,8 @@ def link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def link_tree(src: Path, dst: Path, files: list[str] | None = None) -> None:
-    """Link every file of src (or only `files`, paths relative to it) into dst."""
-    if files is None:
-        shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True)
-        return
+def link_tree(src: Path, dst: Path, files: list[str]) -> None:
+    """Link `files` (paths relative to src) into dst."""
     for f in files:
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         link_or_copy(src / f, dst / f)
@@ -102,7 +132,7 @@ def obtain(cfg: dict, seed: int, dst: Path) -> None:
         if not src.is_dir():
             raise FileNotFoundError(f"model.local_dir: {src} is not a directory")
         check_model_dir(src)
-        link_tree(src, dst)
+        clone_tree(src, dst)
     else:
         root, files = download(cfg["model_id"], cfg["revision"])
         link_tree(root, dst, files)
@@ -116,7 +146,7 @@ def main() -> None:
     setup_logging()
     p = stage_params("model")
     try:
-        with atomic_dir(OUT) as tmp:
+        with atomic_dir(OUT, cached=False) as tmp:   # cache: false in dvc.yaml
             obtain(p["model"], p["seed"], tmp)
     except (DownloadError, FileNotFoundError, PermissionError, ModelDirError) as e:   # models/base is as it was
         log.error("%s", e)

@@ -13,8 +13,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from stages.common import (ROOT, atomic_dir, read_jsonl, run, setup_logging, stage_params, swift_env, to_csv,
+from stages.common import (ROOT, read_jsonl, run, setup_logging, stage_params, swift_env, to_csv,
                            swift_exe, write_atomic, write_json)
+from stages.storage.atomic import atomic_dir
 from stages.training.resume import fingerprint, record, resume_from, resumed_loss, write_record
 
 ADAPTER = ROOT / "models" / "adapter"

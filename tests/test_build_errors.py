@@ -104,6 +104,18 @@ def test_paths_escaping_the_data_folder(raw):
         "  data/raw/labels.csv:7: image path '/etc/passwd' escapes the data folder data/raw; expected a path inside it"]
 
 
+def test_a_link_out_of_the_data_folder_is_refused(raw, tmp_path_factory):
+    """A symbolic link inside data/raw to a file elsewhere passed the path check, which reads only the names."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "x.png"
+    Image.new("RGB", (8, 8)).save(elsewhere)
+    (raw / "images/link.png").symlink_to(elsewhere)
+    (raw / "images/inside.png").symlink_to(raw / raw.image("images/target.png"))   # a link that stays inside is fine
+    table(raw, *four_good_rows(raw), "a,images/link.png,ok", "b,images/inside.png,ok")
+    assert problems(raw)[1:] == [
+        f"  data/raw/labels.csv:6: image data/raw/images/link.png is a link to {elsewhere}, outside the data folder "
+        "data/raw; expected a file inside it (copy it in)"]
+
+
 def test_image_tag_count_must_match_the_images(raw):
     a, b = raw.image("images/a.png"), raw.image("images/b.png")
     (raw / "qa.jsonl").write_text(

@@ -2,7 +2,8 @@ import os
 
 import pytest
 
-from stages.common import atomic_dir, atomic_file, count
+from stages.common import count
+from stages.storage.atomic import atomic_dir, atomic_file
 
 
 def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
@@ -43,7 +44,7 @@ def test_count():
 
 
 def test_write_atomic_makes_an_ordinary_file_not_a_private_one(tmp_path):
-    from stages.common import write_atomic
+    from stages.storage.atomic import write_atomic
     old = os.umask(0o022)
     try:
         write_atomic(tmp_path / "metrics.json", "{}\n")

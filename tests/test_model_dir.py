@@ -2,15 +2,17 @@
 transformers run code from the directory or another folder."""
 import json
 
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
-from stages.model import ModelDirError, check_model_dir, code_references, remote_code
+from stages.model import ModelDirError, check_model_dir, code_references, remote_code, safetensors_problem
 
 
 def model_dir(tmp_path, **configs):
     for name, text in {"config.json": '{"model_type": "qwen3_vl"}', "tokenizer_config.json": "{}", **configs}.items():
         (tmp_path / name).write_text(text if isinstance(text, str) else json.dumps(text), encoding="utf-8")
-    (tmp_path / "model.safetensors").write_bytes(b"\0")
+    save_file({"w": np.zeros((4, 4), np.float32)}, str(tmp_path / "model.safetensors"))
     return tmp_path
 
 
@@ -51,3 +53,27 @@ def test_missing_files_are_listed(tmp_path):
     (tmp_path / "config.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ModelDirError, match=r"missing tokenizer_config.json, \*.safetensors"):
         check_model_dir(tmp_path)
+
+
+def test_truncated_or_padded_weights_are_named(tmp_path):
+    """check_model_dir only looked for the files: a truncated model.safetensors was accepted."""
+    d = model_dir(tmp_path)
+    whole = (d / "model.safetensors").read_bytes()
+    assert safetensors_problem(d / "model.safetensors") is None
+    (d / "model.safetensors").write_bytes(whole[:-10])
+    with pytest.raises(ModelDirError, match=r"model.safetensors is truncated or damaged: its header describes "
+                                            rf"{len(whole):,} bytes, the file holds {len(whole) - 10:,}"):
+        check_model_dir(d)
+    (d / "model.safetensors").write_bytes(whole + b"\0")
+    assert "the file holds" in safetensors_problem(d / "model.safetensors")
+    (d / "model.safetensors").write_bytes(whole[:5])
+    assert "is truncated or not a safetensors file (5 bytes" in safetensors_problem(d / "model.safetensors")
+    (d / "model.safetensors").write_bytes((20).to_bytes(8, "little") + b"{not json" + b" " * 11)
+    assert safetensors_problem(d / "model.safetensors").startswith("has a damaged header (JSONDecodeError")
+
+
+def test_a_missing_shard_is_named(tmp_path):
+    d = model_dir(tmp_path, **{"model.safetensors.index.json": {"weight_map": {
+        "w": "model.safetensors", "v": "model-00002-of-00002.safetensors"}}})
+    with pytest.raises(ModelDirError, match="is incomplete: missing model-00002-of-00002.safetensors"):
+        check_model_dir(d)

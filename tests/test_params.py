@@ -212,3 +212,28 @@ def test_synth_out_dir_is_a_folder_of_its_own_under_data(params, out_dir, ok):
     else:
         with pytest.raises(ParamsError, match=r"synth.out_dir .*must be a folder of its own under data/"):
             validate(params)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("model.revision", "../../outside", "model.revision '../../outside': expected a branch, a tag or a commit id"),
+    ("model.revision", "/abs", "model.revision '/abs': expected a branch"),
+    ("model.model_id", "../evil", "model.model_id '../evil': expected a ModelScope id owner/name"),
+    ("model.model_id", "Qwen/..", "model.model_id 'Qwen/..': expected a ModelScope id owner/name"),
+    ("model.model_id", "Qwen3-VL-2B", "model.model_id 'Qwen3-VL-2B': expected a ModelScope id owner/name"),
+])
+def test_a_hub_name_that_would_leave_the_cache_folder_is_refused(params, key, value, message):
+    """The ModelScope client makes folders of the id and the revision: a `../` revision made one outside its cache."""
+    from stages.params.tree import set_dotted
+
+    set_dotted(params, key, value, strict=True)
+    with pytest.raises(ParamsError) as e:
+        validate(params)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("model_id, revision", [("Qwen/Qwen3-VL-2B-Instruct", "master"),
+                                                ("test-org/tiny_qwen3.vl", "release/v1.0"), ("a/b", "0123abcd")])
+def test_real_hub_names_pass(params, model_id, revision):
+    from stages.params.rules import hub_problem
+
+    assert hub_problem(model_id, revision) is None

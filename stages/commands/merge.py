@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from stages.common import ROOT, atomic_dir, run, setup_logging, stage_params, swift_env, swift_exe
+from stages.common import ROOT, run, setup_logging, stage_params, swift_env, swift_exe
 from stages.infer import adapter_trained, model_argv
+from stages.storage.atomic import atomic_dir
 
 OUT = ROOT / "models" / "merged"
 log = logging.getLogger("merge")
@@ -23,7 +24,7 @@ def main() -> None:
         raise SystemExit("models/adapter holds no LoRA adapter: run `dvc repro` first "
                          "(after train.tuner_type: full, models/adapter already is the whole model)")
     p = stage_params("infer_finetuned")
-    with atomic_dir(OUT) as tmp:   # swift export refuses an existing output_dir: it writes a subfolder
+    with atomic_dir(OUT, cached=False) as tmp:   # swift export refuses an existing output_dir: it writes a subfolder
         run(merge_argv(p, str((tmp / "model").relative_to(ROOT))), env=swift_env(p["model"]))
         for f in (tmp / "model").iterdir():
             f.rename(tmp / f.name)

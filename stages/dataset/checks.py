@@ -52,6 +52,9 @@ def resolve_image(value, place: Place) -> tuple[Path, str] | str:
         return f"image path {value!r} escapes the data folder {place.rel(place.raw_dir)}; expected a path inside it"
     if not full.is_file():
         return f"image not found: {place.rel(full)}"
+    if not (real := full.resolve()).is_relative_to(place.raw_dir.resolve()):   # a symbolic link on the way
+        return (f"image {place.rel(full)} is a link to {real}, outside the data folder {place.rel(place.raw_dir)}; "
+                "expected a file inside it (copy it in)")
     return full, place.rel(full)
 
 

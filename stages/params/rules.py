@@ -6,6 +6,7 @@ tower). Inert changes: a key changed against the committed params.yaml while ano
 """
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 from typing import Callable
 
@@ -26,6 +27,22 @@ def own_data_folder_problem(key: str, path: str) -> str | None:
             f"or {' or '.join(sorted(PIPELINE_FOLDERS))}: the stage deletes and rewrites it on every run")
 
 
+HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")   # one part of a ModelScope id, a branch, a tag, a commit id
+
+
+def hub_problem(model_id: str, revision: str) -> str | None:
+    """The ModelScope client makes folders of both (cache/models/<owner>/<name>, snapshots/<revision>): each must
+    be a name, never a path that leaves its folder."""
+    parts = model_id.split("/")
+    if len(parts) != 2 or not all(HUB_NAME.fullmatch(x) and ".." not in x for x in parts):
+        return (f"model.model_id {model_id!r}: expected a ModelScope id owner/name (letters, digits, '.', '_', '-'), "
+                "e.g. Qwen/Qwen3-VL-2B-Instruct")
+    if not all(HUB_NAME.fullmatch(x) and ".." not in x for x in revision.split("/")):
+        return (f"model.revision {revision!r}: expected a branch, a tag or a commit id (letters, digits, '.', '_', '-', "
+                "'/' between names; no '..'), e.g. master")
+    return None
+
+
 def rule_problems(p: dict) -> list[str]:
     """Cross-field rules on the raw params: each yields its problem or nothing. A rule whose keys are missing or
     mistyped is skipped: the schema already reports those keys."""
@@ -33,6 +50,7 @@ def rule_problems(p: dict) -> list[str]:
                      for k in ("model", "data", "train", "score", "synth"))
     rules: list[Callable[[], str | None]] = [
         lambda: own_data_folder_problem("synth.out_dir", y["out_dir"]),
+        lambda: hub_problem(m["model_id"], m["revision"]),
         lambda: "model.source is 'local', so model.local_dir must name a model directory"
         if m["source"] == "local" and not m["local_dir"] else None,
         lambda: "model.source 'builtin' builds a tiny Qwen3-VL or Qwen2-VL: model.model_type must be 'qwen3_vl' or "
