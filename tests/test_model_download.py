@@ -176,6 +176,19 @@ def test_a_file_whose_hash_does_not_match_is_refused(repo, hub):
     assert not (repo / "models/base").exists()
 
 
+def test_weights_damaged_through_models_base_are_fetched_again(repo, hub):
+    """models/base is hard-linked to ModelScope's cache, so a write into it damages the cache too: the next run
+    finds the cached file's SHA-256 wrong and downloads it again, and models/base is whole."""
+    assert stage(repo, hub).returncode == 0
+    with open(repo / "models/base/model.safetensors", "r+b") as f:
+        f.truncate(1000)
+    before = len(hub.downloads)
+    done = stage(repo, hub)
+    assert done.returncode == 0, done.stderr
+    assert hub.downloads[before:] == [("c1", "model.safetensors")]
+    assert tree(repo / "models/base") == served(hub.repos[MODEL_ID].revisions["c1"])
+
+
 def test_a_private_model_needs_the_token_which_is_never_written_anywhere(repo, hub):
     hub.repos[MODEL_ID].token = TOKEN
     refused = stage(repo, hub)

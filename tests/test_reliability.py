@@ -44,6 +44,7 @@ def repo(tmp_path_factory) -> Path:
     (repo.parent / "decoy" / "precious.txt").write_text("not the pipeline's\n", encoding="utf-8")
     set_params(repo, **SMALL)
     sh("dvc", "repro", cwd=repo)
+    subprocess.run(["cp", "-r", str(repo / "models/base"), str(repo.parent / "user_model")], check=True)
     commit(repo, "small pipeline, reproduced")
     return repo
 
@@ -129,9 +130,9 @@ ALL_OUTS = ["models/base", "models/adapter", "data/dataset", "data/predictions",
 
 def outside(repo: Path) -> dict[str, str]:
     """Files no stage may touch: the repository's tracked files (params.yaml aside: the cases edit it; dvc.lock:
-    DVC records there the stages that passed), and the decoy folder beside the repository."""
+    DVC records there the stages that passed), the decoy folder and the user's own model beside the repository."""
     tracked = [f for f in sh("git", "ls-files", cwd=repo).stdout.splitlines() if f not in ("params.yaml", "dvc.lock")]
-    return digest(repo, tracked) | {f"../{k}": v for k, v in digest(repo.parent, ["decoy"]).items()}
+    return digest(repo, tracked) | {f"../{k}": v for k, v in digest(repo.parent, ["decoy", "user_model"]).items()}
 
 
 def refused(repo: Path, reliability, message: str, *argv: str) -> None:
@@ -172,6 +173,9 @@ def restore(repo):
     ({"synth.out_dir": "../decoy", "data.raw_dir": "../decoy"},
      "synth.out_dir '../decoy': must be a folder of its own under data/"),
     ({"synth.out_dir": "docs", "data.raw_dir": "docs"}, "synth.out_dir 'docs': must be a folder of its own under data/"),
+    ({"model.source": "modelscope", "model.revision": "../../../decoy"},
+     "model.revision '../../../decoy': expected a branch, a tag or a commit id"),
+    ({"model.source": "modelscope", "model.model_id": "../decoy"}, "model.model_id '../decoy': expected a ModelScope id"),
 ])
 def test_bad_params_refused_before_work(restore, reliability, change, message):
     set_params(restore, **change)
@@ -192,6 +196,14 @@ def sixteen_bit(path: Path) -> None:
     Image.fromarray(np.random.default_rng(0).integers(3341, 46003, (64, 64)).astype(np.uint16)).save(path)
 
 
+def link_out(path: Path) -> None:
+    """The image replaced by a symbolic link to a file outside the data folder (it passed the path check)."""
+    target = path.parents[3] / "elsewhere.png"
+    shutil.copy(path, target)
+    path.unlink()
+    path.symlink_to(target)
+
+
 def last_cell(path: Path, value: str) -> None:
     """The second sample's last cell (its distance, line 3) set to `value`."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -208,6 +220,8 @@ def last_cell(path: Path, value: str) -> None:
      "image data/mine/images/000001_1.png is 1x1 px, too small to be read as an image"),
     ("aspect", lambda d: Image.new("L", (4, 1000)).save(d / "images/000001_1.png"),
      "image data/mine/images/000001_1.png has an aspect ratio of 250.0 (4x1000 px)"),
+    ("link", lambda d: link_out(d / "images/000001_1.png"),
+     "image data/mine/images/000001_1.png is a link to "),
     ("nan", lambda d: last_cell(d / "labels.csv", "NaN"),
      "data/mine/labels.csv: column distance holds numbers, but line(s) 3 ('NaN') hold a missing or non-finite value"),
 ])
@@ -224,10 +238,12 @@ def test_samples_the_trainer_cannot_use_are_refused_at_build(restore, reliabilit
 
 
 def local_model(repo: Path, name: str, drop: str = "", add: dict | None = None) -> str:
-    """A copy of the built base model under models/, with one file dropped or extra files added."""
+    """A copy of the built base model under models/, with one file dropped (`-name`: cut short) or files added."""
     dest = repo / "models" / name
     subprocess.run(["cp", "-r", str(repo / "models/base"), str(dest)], check=True)
-    if drop:
+    if drop.startswith("-"):
+        os.truncate(dest / drop[1:], (dest / drop[1:]).stat().st_size // 2)
+    elif drop:
         (dest / drop).unlink()
     for f, text in (add or {}).items():
         (dest / f).write_text(text, encoding="utf-8")
@@ -245,11 +261,35 @@ def local_model(repo: Path, name: str, drop: str = "", add: dict | None = None) 
      "(tokenizer_config.json: tokenizer_class: ../evil--tok.EvilTokenizer)"),
     ("truncated_config", "", {"config.json": '{"model_type": "qwen3_vl", "text_con'},
      "config.json is not valid JSON (Unterminated string"),
+    ("truncated_weights", "-model.safetensors", None, "model.safetensors is truncated or damaged: its header describes"),
 ])
 def test_bad_model_dirs_refused(restore, reliability, name, drop, add, message):
     set_params(restore, **{"model.source": "local", "model.local_dir": local_model(restore, name, drop, add)})
     refused(restore, reliability, message)
     assert not (restore / "pwned").exists()
+
+
+def test_a_write_into_models_base_never_reaches_the_users_model(restore, reliability):
+    """model.source local hard-linked the user's files: truncating models/base/model.safetensors truncated the user's
+    own model. Now models/base is a copy; the damaged copy is noticed by DVC and built again from the user's model."""
+    user = restore.parent / "user_model"
+    set_params(restore, **{"model.source": "local", "model.local_dir": str(user)})
+    sh("dvc", "repro", "model", cwd=restore)
+    whole, around = digest(restore, ["models/base"]), outside(restore)
+    reliability.fault()
+    with open(restore / "models/base/model.safetensors", "r+b") as f:
+        f.truncate(1000)
+    now = outside(restore)
+    changed = {f for f in around.keys() | now.keys() if around.get(f) != now.get(f)}
+    reliability.outside_changed(len(changed))
+    assert not changed, f"files outside the outputs changed: {sorted(changed)}"
+    r = sh("dvc", "repro", "model", cwd=restore)
+    assert "model" in ran(r.stdout)
+    restored = digest(restore, ["models/base"])
+    reliability.lost(len(whole.items() - restored.items()))
+    assert restored == whole
+    sh("git", "checkout", "dvc.lock", cwd=restore)   # the same bytes as the builtin model: nothing to rebuild
+    reliability.survived()
 
 
 def test_unsafe_yaml_is_not_executed(restore, reliability):
@@ -362,6 +402,35 @@ def test_disk_full_while_training_is_a_clear_error(repo, reliability):
     (repo / "params.yaml").write_text(original, encoding="utf-8")
     out = sh("dvc", "repro", cwd=repo).stdout
     assert "train" not in ran(out)                                 # restored from DVC's cache, not retrained
+    restored = digest(repo, OUTS["train"])
+    reliability.lost(len(before.items() - restored.items()))
+    assert restored == before
+    reliability.survived()
+
+
+def test_no_room_for_dvc_to_save_an_output_is_said_first(repo, reliability):
+    """A full disk while DVC saves a stage's output into its cache showed DVC's "No possible cache link types". DVC's
+    cache moved to a 64 KiB tmpfs (the adapter alone is larger): the train stage says there is no room before replacing the adapter."""
+    original = (repo / "params.yaml").read_text(encoding="utf-8")
+    before = digest(repo, OUTS["train"])
+    small = repo.parent / "small_cache"
+    small.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        sh("dvc", "config", "--local", "cache.dir", str(small), cwd=repo)
+        set_params(repo, **{"lora.rank": 7})
+        r = sh("dvc", "repro", cwd=repo, check=False)
+        reliability.fault()
+        said = r.stdout + r.stderr
+        assert r.returncode != 0 and "No possible cache link types" not in said, said[-3000:]
+        assert f"no room for DVC to save models/adapter into its cache {small}" in said, said[-3000:]
+    finally:
+        sh("dvc", "config", "--local", "--unset", "cache.dir", cwd=repo)
+        subprocess.run(["umount", str(small)], check=True)
+    (repo / "params.yaml").write_text(original, encoding="utf-8")
+    out = sh("dvc", "repro", cwd=repo).stdout
+    assert "train" not in ran(out)
     restored = digest(repo, OUTS["train"])
     reliability.lost(len(before.items() - restored.items()))
     assert restored == before

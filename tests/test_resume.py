@@ -52,7 +52,7 @@ def test_other_params_env_data_images_or_model_train_afresh(tmp_path):
     interrupted(work, this_run(tmp_path))
     assert resume_from(work, this_run(tmp_path, argv=("swift", "sft", "--lora_rank", "16")))[1] == \
         "the swift sft command line changed"
-    assert resume_from(work, this_run(tmp_path, env={"IMAGE_MAX_TOKEN_NUM": "128"}))[1] == "the env changed"
+    assert resume_from(work, this_run(tmp_path, env={"IMAGE_MAX_TOKEN_NUM": "128"}))[1] == "the environment (IMAGE_MAX_TOKEN_NUM) changed"
     for changed in ("data/raw/a.png", "data/dataset/train.jsonl", "models/base/config.json"):
         original = (tmp_path / changed).read_bytes()
         (tmp_path / changed).write_bytes(b"x" + original if changed.endswith(".png") else original.replace(b"{", b"{ ", 1))

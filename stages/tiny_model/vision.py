@@ -68,10 +68,12 @@ def pretrain_vision(model, image_processor, steps: int, seed: int, device: str =
     draw, at most 16,384). Only `model.model.visual` changes. Returns the held-out R^2 of each target."""
     import torch
     from PIL import Image
+    from tqdm import tqdm
 
     n_images = n_images or min(16384, steps * bs)
     rng = np.random.default_rng(seed)
-    scenes = [generic_image(rng, size) for _ in range(n_images + 512)]
+    scenes = [generic_image(rng, size) for _ in tqdm(range(n_images + 512), desc="model: drawing scenes", unit="img",
+                                                     mininterval=2)]
     processor = copy.deepcopy(image_processor)   # at the pipeline's size, not the saved processor's bounds
     processor.size = {"shortest_edge": size * size, "longest_edge": size * size}
     enc = processor(images=[Image.fromarray(x).convert("RGB") for x, _ in scenes], return_tensors="pt")
@@ -91,7 +93,7 @@ def pretrain_vision(model, image_processor, steps: int, seed: int, device: str =
         return head(torch.stack(out).mean(1))
 
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="model: pretraining the vision tower", unit="step", mininterval=2):
         idx = torch.randint(0, n_images, (bs,), generator=gen)
         torch.nn.functional.mse_loss(predict(idx), y[idx].to(device)).backward()
         opt.step()

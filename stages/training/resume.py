@@ -32,12 +32,13 @@ def write_record(work: Path, run: dict) -> None:
 
 def differences(old: dict, new: dict) -> list[str]:
     """What differs between two run records, in words (the first few input files by name)."""
-    why = [f"the {k} changed" for k in ("argv", "env") if old.get(k) != new[k]]
+    names = {"argv": "swift sft command line", "env": "environment (IMAGE_MAX_TOKEN_NUM)"}
+    why = [f"the {name} changed" for k, name in names.items() if old.get(k) != new[k]]
     inputs = old.get("inputs") or {}
     changed = sorted(f for f in inputs.keys() | new["inputs"].keys() if inputs.get(f) != new["inputs"].get(f))
     if changed:
         why.append(f"{len(changed)} input file(s) changed ({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})")
-    return [w.replace("argv", "swift sft command line") for w in why]
+    return why
 
 
 def resume_from(work: Path, run: dict) -> tuple[Path | None, str]:
