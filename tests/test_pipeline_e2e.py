@@ -144,6 +144,22 @@ def test_rank_32_experiment_changes_the_adapter_and_reruns_train_onwards_only(re
     assert parse["base"] == committed["base"]                                     # base was not rerun
 
 
+def test_the_gpu_profile_after_an_experiment_leaves_params_yaml_whole(reproduced):
+    """The README's order: `dvc exp run -S lora.rank=32` (the test above), then its GPU-profile command. DVC's
+    rewrite of params.yaml once ran two keys onto one line here, and every later command failed on the YAML. Here
+    the experiment stops at the download (no hub reachable); params.yaml parses and holds the profile's values."""
+    repo = reproduced
+    options = sh("python", "-m", "stages.commands.profile", "params-gpu.yaml", cwd=repo).stdout.split()
+    r = sh("env", "MODELSCOPE_ENDPOINT=http://127.0.0.1:9", "MODELSCOPE_DOWNLOAD_MAX_RETRIES=0",
+           "dvc", "exp", "run", *options, cwd=repo, check=False)
+    said = r.stdout + r.stderr
+    assert "corrupted" not in said, said[-3000:]
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    assert params["model"]["source"] == "modelscope" and params["train"]["per_device_train_batch_size"] == 32
+    assert params["train"]["lr_scheduler_type"] == "cosine" and params["train"]["freeze_parameters"] == []
+    back_to_commit(repo)
+
+
 def test_full_fine_tuning_stays_an_experiment(reproduced):
     """`-S train.tuner_type=full` trains every weight (a whole model in models/adapter, no merge needed); LoRA keys
     changed alongside it are refused before any work, naming the key and what to do."""

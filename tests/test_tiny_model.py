@@ -169,6 +169,23 @@ def test_pretrained_start_is_reproducible_and_changes_only_what_it_says(tmp_path
     assert not any("embed_tokens" in k for k in changed)
 
 
+def test_the_same_model_whatever_the_number_of_threads(tmp_path):
+    """A float sum split over N threads rounds by N: models/base built on one core and on two once differed, so a
+    pulled workspace on another machine retrained everything. The build runs on one thread whatever is set."""
+    before = torch.get_num_threads()
+    built = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            (tmp_path / str(n)).mkdir()
+            build_tiny_qwen3_vl(tmp_path / str(n), 0, init="fan_in", pretrain_vision_steps=30)
+            built.append(digests(tmp_path / str(n)))
+            assert torch.get_num_threads() == n                                  # the caller's setting is back
+    finally:
+        torch.set_num_threads(before)
+    assert built[0] == built[1]
+
+
 def test_fan_in_init_scale_and_embeddings_kept():
     net = torch.nn.ModuleDict({"embed_tokens": torch.nn.Embedding(50, 256), "proj": torch.nn.Linear(256, 512)})
     embed = net["embed_tokens"].weight.detach().clone()

@@ -74,6 +74,25 @@ def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: di
     out_dir = Path(out_dir)
     if any(out_dir.iterdir()):  # leftovers would silently become part of what DVC hashes
         raise ValueError(f"{out_dir} is not empty")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # a float sum split over N threads rounds by N: models/base differed on 1 and 2 cores
+    try:
+        model = _init(model_cls, config, processor, seed, embed_std, dtype, device, init, pretrain_vision_steps)
+    finally:
+        torch.set_num_threads(threads)
+    model.generation_config = GenerationConfig(bos_token_id=151_643, pad_token_id=151_643,
+                                               eos_token_id=[151_645, 151_643], **generation)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("tiny %s (seed %d): %s parameters -> %s", config.model_type, seed, f"{n_params:,}", out_dir)
+
+
+def _init(model_cls, config, processor, seed: int, embed_std: float, dtype: str, device: str, init: str,
+          pretrain_vision_steps: int):
+    """The seeded weights: initialised, embeddings shaped, optionally re-scaled and the vision tower pretrained."""
+    import torch
+
     torch.manual_seed(seed)
     with torch.device(device):
         model = model_cls(config).to(getattr(torch, dtype)).eval()
@@ -86,12 +105,7 @@ def _save(out_dir: Path, seed: int, model_cls, config, processor, generation: di
         fan_in_init(model.model.visual, 1.0, seed + 2)
     if pretrain_vision_steps:
         pretrain_vision(model, processor.image_processor, pretrain_vision_steps, seed, device)
-    model.generation_config = GenerationConfig(bos_token_id=151_643, pad_token_id=151_643,
-                                               eos_token_id=[151_645, 151_643], **generation)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("tiny %s (seed %d): %s parameters -> %s", config.model_type, seed, f"{n_params:,}", out_dir)
+    return model
 
 
 def build_tiny_qwen3_vl(out_dir: Path, seed: int, *, hidden_size: int = 64, num_hidden_layers: int = 2,
