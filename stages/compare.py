@@ -78,7 +78,7 @@ def main() -> None:
     parsed = {w: [parse_response(r["response"] or "", kind)[0] for r in rows] for w, rows in preds.items()}
     result = compare(refs, parsed["base"], parsed["finetuned"], specs)
 
-    with atomic_dir(ROOT / "metrics" / "compare") as tmp:
+    with atomic_dir(ROOT / "metrics" / "compare", cached=False) as tmp:   # cache: false in dvc.yaml
         for name, (r, _) in result.items():
             write_json(tmp / f"{file_stem(name)}.json", r)
     write_atomic(ROOT / "metrics" / "compare.md", markdown(result) + "\n" + marker + "\n")
