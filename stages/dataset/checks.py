@@ -9,6 +9,7 @@ what ms-swift's image processing would silently whiten, or refuse mid-training (
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -40,6 +41,12 @@ class ImageInfo(NamedTuple):
     height: int
 
 
+@functools.cache
+def real_dir(folder: Path) -> Path:
+    """The data folder with its links resolved: once per build, not once per image."""
+    return folder.resolve()
+
+
 def resolve_image(value, place: Place) -> tuple[Path, str] | str:
     """(absolute path, path relative to the repo root) of an image path as written in the input, or what is
     wrong with it. Relative paths are relative to data.raw_dir; absolute ones must lie inside it too."""
@@ -52,7 +59,7 @@ def resolve_image(value, place: Place) -> tuple[Path, str] | str:
         return f"image path {value!r} escapes the data folder {place.rel(place.raw_dir)}; expected a path inside it"
     if not full.is_file():
         return f"image not found: {place.rel(full)}"
-    if not (real := full.resolve()).is_relative_to(place.raw_dir.resolve()):   # a symbolic link on the way
+    if not (real := full.resolve()).is_relative_to(real_dir(place.raw_dir)):   # a symbolic link on the way
         return (f"image {place.rel(full)} is a link to {real}, outside the data folder {place.rel(place.raw_dir)}; "
                 "expected a file inside it (copy it in)")
     return full, place.rel(full)

@@ -33,11 +33,14 @@ HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")   # one part of a ModelScop
 def hub_problem(model_id: str, revision: str) -> str | None:
     """The ModelScope client makes folders of both (cache/models/<owner>/<name>, snapshots/<revision>): each must
     be a name, never a path that leaves its folder."""
+    def names(parts: list[str]) -> bool:
+        return all(HUB_NAME.fullmatch(x) and ".." not in x for x in parts)
+
     parts = model_id.split("/")
-    if len(parts) != 2 or not all(HUB_NAME.fullmatch(x) and ".." not in x for x in parts):
+    if len(parts) != 2 or not names(parts):
         return (f"model.model_id {model_id!r}: expected a ModelScope id owner/name (letters, digits, '.', '_', '-'), "
                 "e.g. Qwen/Qwen3-VL-2B-Instruct")
-    if not all(HUB_NAME.fullmatch(x) and ".." not in x for x in revision.split("/")):
+    if not names(revision.split("/")):
         return (f"model.revision {revision!r}: expected a branch, a tag or a commit id (letters, digits, '.', '_', '-', "
                 "'/' between names; no '..'), e.g. master")
     return None

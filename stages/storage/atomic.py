@@ -34,8 +34,11 @@ def _scratch(dest: Path) -> Iterator[Path]:
 
 def check_room(new: Path, dest: Path, cached: bool) -> None:
     """Refuse (the previous `dest` stays) when DVC could not save `new` into its cache once the stage ends."""
-    root = next((p for p in Path(dest).resolve().parents if (p / ".dvc").is_dir()), None)
-    if cached and root and (problem := room_to_save(new, root, Path(dest).resolve())):
+    if not cached:
+        return
+    dest = Path(dest).resolve()
+    root = next((p for p in dest.parents if (p / ".dvc").is_dir()), None)   # the DVC repository it belongs to
+    if root and (problem := room_to_save(new, root, dest)):
         raise SystemExit(problem)
 
 

@@ -27,19 +27,12 @@ def dvc_cache(root: Path) -> tuple[Path, list[str]]:
     return (folder if folder.is_absolute() else root / ".dvc" / folder), [t.strip(" '\"") for t in types.split(",")]
 
 
-def md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 * 2**20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def copy_needed(files: list[Path], cache: Path) -> int:
     """Bytes of `files` that DVC would copy into `cache`: those whose content (md5, DVC 3's layout) it lacks."""
     need = 0
     for f in files:
-        digest = md5(f)
+        with open(f, "rb") as fh:
+            digest = hashlib.file_digest(fh, "md5").hexdigest()
         if not (cache / "files" / "md5" / digest[:2] / digest[2:]).exists():
             need += f.stat().st_size
     return need
