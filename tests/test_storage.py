@@ -2,6 +2,7 @@
 a full disk named from a tool's output. Real files and the real filesystem."""
 import hashlib
 import os
+from pathlib import Path
 
 from stages.storage.clone import clone_file, clone_tree
 from stages.storage.space import LOW_SPACE, copy_needed, dvc_cache, full_disk_hint, room_problem, room_to_save
@@ -27,7 +28,7 @@ def test_the_cache_folder_and_link_types_come_from_dvc_config(tmp_path):
     assert dvc_cache(tmp_path) == (tmp_path / ".dvc" / "cache", ["reflink", "copy"])
     (tmp_path / ".dvc" / "config").write_text("[cache]\n    dir = /big/cache\n", encoding="utf-8")
     (tmp_path / ".dvc" / "config.local").write_text("[cache]\n    type = \"hardlink,symlink\"\n", encoding="utf-8")
-    assert dvc_cache(tmp_path) == (tmp_path / "/big/cache", ["hardlink", "symlink"])
+    assert dvc_cache(tmp_path) == (Path("/big/cache"), ["hardlink", "symlink"])
 
 
 def test_only_what_the_cache_lacks_needs_room(tmp_path):
