@@ -16,6 +16,7 @@ from pathlib import Path
 from stages.common import (ROOT, read_jsonl, run, setup_logging, stage_params, swift_env, to_csv,
                            swift_exe, write_atomic, write_json)
 from stages.storage.atomic import atomic_dir
+from stages.training.plugins import plugin_argv
 from stages.training.resume import fingerprint, record, resume_from, resumed_loss, write_record
 
 ADAPTER = ROOT / "models" / "adapter"
@@ -45,6 +46,7 @@ def sft_argv(p: dict, output_dir: str) -> list[str]:
             argv += ["--modules_to_save", *lora["modules_to_save"]]
         if lora["dtype"]:
             argv += ["--lora_dtype", lora["dtype"]]
+    argv += plugin_argv(p)
     if t["tuner_type"] == "full" and t["freeze_parameters"]:   # ms-swift reads it only when training in full
         argv += ["--freeze_parameters", *t["freeze_parameters"]]
     if t["quant_bits"]:
