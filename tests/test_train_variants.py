@@ -6,9 +6,10 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 from safetensors import safe_open
 
-from stages.common import load_params, write_jsonl
+from stages.common import ROOT, load_params, write_jsonl
 from stages.dataset.records import swift_row
 from stages.generate import generate
 from stages.params.tree import merge
@@ -32,6 +33,8 @@ def workspace(tmp_path_factory):
              for r in rows]
     write_jsonl(work / "data/dataset/train.jsonl", jsonl)
     write_jsonl(work / "data/dataset/val.jsonl", jsonl[:8])
+    (work / "stages/training").mkdir(parents=True)      # the ms-swift plugin the builtin model's argv names
+    shutil.copy(ROOT / "stages/training/used_rows.py", work / "stages/training")
     return work
 
 
@@ -39,14 +42,15 @@ def workspace(tmp_path_factory):
 LORA = {"train": {"tuner_type": "lora", "per_device_train_batch_size": 2, "logging_steps": 1}}
 
 
-def train(work, name: str, overrides: dict):
-    """Two optimizer steps of the train stage's command line (LoRA) with `overrides`; the checkpoint it saved."""
+def train(work, name: str, overrides: dict, steps: int = 2):
+    """`steps` optimizer steps of the train stage's command line (LoRA) with `overrides`; the checkpoint it saved."""
     p = merge(load_params(), merge(LORA, overrides))
-    argv = sft_argv(p, f"out/{name}") + ["--max_steps", "2", "--save_steps", "2", "--eval_strategy", "no"]
+    argv = sft_argv(p, f"out/{name}") + ["--max_steps", str(steps), "--save_steps", str(steps), "--eval_strategy",
+                                         "no"]
     done = subprocess.run(argv, cwd=work, env={**os.environ, **launch_env(p)}, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return work / "out" / name / "checkpoint-2"
+    return work / "out" / name / f"checkpoint-{steps}"
 
 
 def adapter(checkpoint) -> tuple[dict, list[str]]:
@@ -94,6 +98,27 @@ def test_early_stopping_stops_when_eval_loss_stops_improving(workspace):
     assert done.returncode == 0, done.stderr[-3000:]
     final = json.loads((workspace / "out/early/logging.jsonl").read_text(encoding="utf-8").splitlines()[-1])
     assert final["global_step"] < 30
+
+
+def test_the_used_rows_plugin_trains_as_the_full_head_does(workspace):
+    """The builtin model's argv takes the used-rows plugin; the same run without it (the full 151,936-row head) logs
+    the same losses and token accuracies step by step, and ends with the same adapter up to float rounding."""
+    def run(name: str, source: str):
+        checkpoint = train(workspace, name, {"model": {"source": source}}, steps=6)
+        log = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+        with safe_open(checkpoint / "adapter_model.safetensors", "pt") as f:
+            return [(r["loss"], r["token_acc"]) for r in log if "loss" in r], {k: f.get_tensor(k) for k in f.keys()}
+
+    narrow_log, narrow = run("narrow", "builtin")
+    full_log, full = run("full_head", "local")
+    args = json.loads((workspace / "out/narrow/checkpoint-6/args.json").read_text(encoding="utf-8"))
+    assert args["loss_type"] == "used_rows" and args["callbacks"] == ["used_rows"]
+    assert "used_rows" not in (workspace / "out/full_head/checkpoint-6/args.json").read_text(encoding="utf-8")
+    assert len(narrow_log) == 6 and [acc for _, acc in narrow_log] == [acc for _, acc in full_log]
+    assert [loss for loss, _ in narrow_log] == pytest.approx([loss for loss, _ in full_log], rel=1e-4)
+    assert narrow.keys() == full.keys()
+    for key in full:
+        torch.testing.assert_close(narrow[key], full[key], rtol=1e-3, atol=1e-5)
 
 
 def test_the_same_training_in_two_clones_exports_the_same_bytes(workspace, tmp_path):

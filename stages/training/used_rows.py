@@ -64,9 +64,9 @@ def swap_head(model) -> tuple[torch.nn.Module, UsedRowsHead]:
         raise RuntimeError(f"{NAME}: the output layer must be a frozen nn.Linear without bias, not {original!r} "
                            f"(requires_grad={getattr(original.weight, 'requires_grad', None)}); "
                            "stages/train.py adds this plugin only under LoRA with lm_head untouched")
-    head = UsedRowsHead(original.weight)
-    if head.log_zero_rows == -math.inf or len(head.weight) == original.weight.shape[0]:
+    if len(used_rows(original.weight)) == original.weight.shape[0]:
         raise RuntimeError(f"{NAME}: the output layer has no zero rows: nothing to leave out")
+    head = UsedRowsHead(original.weight)
     model.set_output_embeddings(head)
     return original, head
 
