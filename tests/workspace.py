@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import yaml
+from dvc.utils.hydra import apply_overrides
 
 from stages.params.tree import set_dotted
 
@@ -48,7 +49,8 @@ def clone(dest: Path) -> Path:
         if (ROOT / f).is_file() and f != "dvc.lock" and not f.startswith("metrics/"):
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dest / f)
-    set_params(dest, **TEST_SIZE)
+    # DVC's own rewrite of params.yaml (what `dvc exp run -S` does), which keeps its comments and layout
+    apply_overrides(str(dest / "params.yaml"), [f"{key}={value}" for key, value in TEST_SIZE.items()])
     sh("git", "init", "-q", cwd=dest)
     sh("git", "config", "user.name", "test", cwd=dest)          # dvc exp commits too: no global identity needed
     sh("git", "config", "user.email", "test@example.com", cwd=dest)
