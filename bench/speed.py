@@ -35,12 +35,12 @@ from pathlib import Path
 from bench import shapes
 from stages.common import PARAMS_FILE, ROOT, load_params, read_jsonl, write_jsonl
 from stages.params.load import read_yaml
-from stages.infer import infer_argv
+from stages.infer import infer_argv, plugin_argv
 from stages.params.tree import flatten, merge
 from stages.train import launch_env, sft_argv
 
-PARTS = ("swift_gpu", "seeds_train", "swift_infer", "seeds_infer", "swift_slow", "hf_batch_infer")
-FULL = dict(shape="2b", image_size=448, samples=640, warmup=3, seeds_steps=8, slow_steps=8, gpu_steps=30,
+PARTS = ("swift_gpu", "seeds_train", "swift_infer", "swift_infer_serial", "seeds_infer", "swift_slow", "hf_batch_infer")
+FULL = dict(shape="2b", image_size=448, samples=640, warmup=3, seeds_steps=8, slow_steps=8, gpu_steps=200,
             seeds_infer=16, infer_batches=4, new_tokens=32, embed_std=0.02, seeds_dropout=0.05)
 SMOKE = dict(shape="tiny", image_size=64, samples=24, warmup=1, seeds_steps=3, slow_steps=3, gpu_steps=3,
              seeds_infer=3, infer_batches=3, new_tokens=8, batch=4, infer_batch=4, embed_std=0.02, seeds_dropout=0.05,
@@ -262,15 +262,31 @@ def hf_infer(work: Path, cfg: dict, logs: Path, name: str, batch: int, samples: 
             "new_tokens": statistics.mean(r["new_tokens"][warmup * batch:]), **split}
 
 
-def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str) -> dict:
+def without(argv: list[str], part: list[str]) -> list[str]:
+    """`argv` with the contiguous run `part` taken out (the infer stage's speed plugins: ms-swift's own path)."""
+    for i in range(len(argv) - len(part) + 1):
+        if part and argv[i:i + len(part)] == part:
+            return argv[:i] + argv[i + len(part):]
+    return argv
+
+
+def differing(work: Path, a: str, b: str) -> dict:
+    """How many of two infer parts' answers differ, row by row (same samples, same order)."""
+    x, y = (read_jsonl(work / "out" / f"{n}.jsonl") for n in (a, b))
+    return {"rows": len(x), "differing": sum(r["response"] != q["response"] for r, q in zip(x, y))}
+
+
+def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str, plugins: bool = True) -> dict:
     """The infer stage's `swift infer` command line on `infer_batches` batches of the training rows (speed does
-    not depend on whether a sample was trained on), run through bench/time_infer.py for per-batch times."""
+    not depend on whether a sample was trained on), run through bench/time_infer.py for per-batch times;
+    `plugins=False`: without the stage's speed plugins (stages/speed/), as ms-swift runs alone."""
     rows, batch = read_jsonl(work / "data/dataset/train.jsonl"), p["infer"]["max_batch_size"]
     n = batch * cfg["infer_batches"]
     write_jsonl(work / f"data/dataset/test_{n}.jsonl", (rows * n)[:n])
     result, clock = work / "out" / f"{name}.jsonl", logs / f"{name}_times.json"
     result.unlink(missing_ok=True)   # swift infer appends
     argv = infer_argv(p, "base", str(result.relative_to(work)), dataset=f"data/dataset/test_{n}.jsonl")
+    argv = argv if plugins else without(argv, plugin_argv(p))
     wall = timed([sys.executable, "-m", "bench.time_infer", str(clock), "--", *argv[2:]],
                  {**launch_env(p), **with_repo()}, work, logs / f"{name}.log")
     if (written := len(read_jsonl(result))) != n:
@@ -373,8 +389,14 @@ def report(results: dict) -> str:
         if r.get("phases_s"):
             ph = r["phases_s"]
             lines += [f"{n}: per batch after the first, encode (template + image processor, CPU threads) "
-                      f"{ph['encode']:.2f} s, then generate (ViT, prefill, decoding, GPU) {ph['generate']:.2f} s; "
-                      "ms-swift runs them one after the other.", ""]
+                      f"{ph['encode']:.2f} s, generate (ViT, prefill, decoding, GPU) {ph['generate']:.2f} s; "
+                      + ("run one after the other (ms-swift alone)." if n.endswith("serial") else
+                         "the next batch's encode runs on a worker thread during this batch's generate "
+                         "(stages/speed/prefetch.py)."), ""]
+    if results.get("parity"):
+        q = results["parity"]
+        lines += [f"Answers of swift_infer against swift_infer_serial (greedy, same {q['rows']} samples): "
+                  f"{q['differing']} differ.", ""]
     curves = [n for n, r in parts.items() if "losses" in r]
     if curves:
         lines += ["## Loss per optimizer step (same data order, constant lr 1e-4; global batch in brackets)", "",
@@ -417,6 +439,8 @@ def main(argv: list[str] | None = None) -> None:
                "date": time.strftime("%Y-%m-%d"), "versions": versions(), "matmul_tflops": matmul_tflops(), "parts": {}}
     t0 = time.perf_counter()
     prepare(a.work, cfg, a.seed)
+    if not (a.work / "stages").exists():   # the stages' plugin paths (--external_plugins) are repository-relative
+        (a.work / "stages").symlink_to(ROOT / "stages")
     results["prepare_s"], results["tokens"] = time.perf_counter() - t0, token_counts(a.work)
     release_gpu()
     fast, slow = bench_params(profile, cfg, slow=False), bench_params(profile, cfg, slow=True)
@@ -439,6 +463,9 @@ def main(argv: list[str] | None = None) -> None:
                                                                       infer_batch * cfg["infer_batches"], 1)),
         "swift_infer": ("infer", f"(d) infer stage, `swift infer` batch {fast['infer']['max_batch_size']}",
                         lambda: swift_infer(a.work, cfg, fast, logs, "swift_infer")),
+        "swift_infer_serial": ("infer", f"(d) without the speed plugins: ms-swift's own `swift infer`, batch "
+                               f"{fast['infer']['max_batch_size']}, encode then generate",
+                               lambda: swift_infer(a.work, cfg, fast, logs, "swift_infer_serial", plugins=False)),
     }
     plan["hf_batch_static"] = ("infer", "(c) batched, static KV cache (`generate(cache_implementation='static')`)",
                                lambda: hf_infer(a.work, cfg, logs, "hf_batch_infer_static", infer_batch,
@@ -467,6 +494,8 @@ def main(argv: list[str] | None = None) -> None:
         if kind != "profile":
             print(f"bench: {name}: {r['samples_per_s']:.2f} samples/s, peak {r['peak_gib']} GiB, "
                   f"MFU {fmt(r['mfu'], '.1%')}", flush=True)
+    if {"swift_infer", "swift_infer_serial"} <= results["parts"].keys():
+        results["parity"] = differing(a.work, "swift_infer", "swift_infer_serial")
     a.out.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
     (a.out.parent / "RESULTS.md").write_text(report(results), encoding="utf-8")
 

@@ -44,10 +44,21 @@ def generation_argv(p: dict) -> list[str]:
             "--max_new_tokens", str(i["max_new_tokens"]), "--temperature", "0"]
 
 
+def plugin_argv(p: dict) -> list[str]:
+    """The transformers backend's speed plugins (stages/speed/): the vision tower's attention in one call per
+    image size, and the next batch encoded while this one generates. Same predictions, in less time. The
+    overlap is within one call of ms-swift's engine, which `swift infer` makes per --write_batch_size rows
+    (default 1,000: 512 + 488 at batch 512, each shard's first encode waited for): 0 makes it one call."""
+    if p["infer"]["infer_backend"] != "transformers":
+        return []
+    return ["--external_plugins", "stages/speed/packed_vision.py", "stages/speed/prefetch.py",
+            "--write_batch_size", "0"]
+
+
 def infer_argv(p: dict, which: str, result_path: str, full_model: bool = False, dataset: str = TEST) -> list[str]:
     """params -> the `swift infer` command line."""
     return [swift_exe(), "infer", *model_argv(p, which, full_model), "--val_dataset", dataset,
-            "--result_path", result_path, *generation_argv(p), "--dataset_num_proc", "1",
+            "--result_path", result_path, *generation_argv(p), *plugin_argv(p), "--dataset_num_proc", "1",
             "--strict", "true"]   # a test row ms-swift cannot encode stops it, never dropped or replaced unnoticed
 
 
