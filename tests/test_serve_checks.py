@@ -9,7 +9,7 @@ from PIL import Image
 
 from stages.commands.serve import deploy_argv, port_problem
 from stages.common import stage_params
-from stages.infer import infer_argv
+from stages.infer import generation_argv, infer_argv
 from stages.serving.checks import (bind_problem, image_count_problem, image_problems, image_values, inline_bytes,
                                    dataset_shape, validation_message)
 from stages.serving.client import row_messages
@@ -98,7 +98,8 @@ def test_deploy_argv_is_the_infer_stages_model_and_generation():
     p = stage_params("infer_finetuned")
     argv = deploy_argv(p, "finetuned", False, "127.0.0.1", 8123, "Be brief.", 1024)
     infer = infer_argv(p, "finetuned", "out.jsonl")
-    shared = infer[2:infer.index("--val_dataset")] + infer[infer.index("--infer_backend"):infer.index("--dataset_num_proc")]
+    shared = infer[2:infer.index("--val_dataset")] + generation_argv(p)
+    assert infer[infer.index("--infer_backend"):][:len(generation_argv(p))] == generation_argv(p)
     assert argv[:len(shared)] == shared                      # model, adapter, template, greedy, token limit
     o = {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
     assert o["--host"] == "127.0.0.1" and o["--port"] == "8123" and o["--served_model_name"] == "finetuned"
