@@ -1,3 +1,5 @@
+import importlib.util
+
 import pytest
 
 from stages.common import declared_params
@@ -42,6 +44,17 @@ def test_cross_field_rules(params):
     with pytest.raises(ParamsError, match="model.local_dir must name a model directory") as e:
         validate(params)
     assert "val_ratio + data.test_ratio must be < 1" in str(e.value)
+
+
+@pytest.mark.parametrize("backend", ["vllm", "lmdeploy", "sglang"])
+def test_an_infer_backend_that_is_not_installed_is_refused_before_any_stage(params, backend):
+    if importlib.util.find_spec(backend):
+        pytest.skip(f"{backend} is installed here")
+    params["infer"]["infer_backend"] = backend
+    with pytest.raises(ParamsError, match=f"infer.infer_backend '{backend}' needs the {backend} package, which this "
+                                          "Python .* does not have: pip install") as e:
+        validate(params)
+    assert "set infer.infer_backend: transformers" in str(e.value)
 
 
 def test_every_stage_declares_only_existing_keys(params):

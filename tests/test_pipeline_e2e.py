@@ -2,13 +2,14 @@
 then an experiment. Real dvc, real swift, real (tiny) model; nothing mocked."""
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.workspace import clone, commit, ran, set_params, sh
+from tests.workspace import ENV, clone, commit, ran, set_params, sh
 from tests.workspace import stale as would_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -83,6 +84,30 @@ def test_second_repro_is_a_fast_no_op(reproduced):
     elapsed = time.monotonic() - start
     assert ran(out) == []
     assert elapsed < 10, f"no-op dvc repro took {elapsed:.1f} s"
+
+
+def test_the_speed_plugins_change_no_prediction(reproduced):
+    """The fine-tuned model's predictions, written through stages/speed's plugins (the test split in batches of
+    32, so the next batch's encode overlaps this one's generate), are those of ms-swift's own path, row for row."""
+    from stages.common import swift_env
+    from stages.infer import infer_argv, plugin_argv
+
+    p = yaml.safe_load((reproduced / "params.yaml").read_text(encoding="utf-8"))
+    argv = infer_argv(p, "finetuned", "serial.jsonl")
+    assert plugin_argv(p) and len(read_rows(reproduced / "data/dataset/test.jsonl")) > p["infer"]["max_batch_size"]
+    cut = argv.index("--external_plugins")
+    done = subprocess.run(argv[:cut] + argv[cut + len(plugin_argv(p)):], cwd=reproduced, capture_output=True, text=True,
+                          env={**ENV, **swift_env(p["model"])}, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    serial = read_rows(reproduced / "serial.jsonl")
+    (reproduced / "serial.jsonl").unlink()
+    fast = read_rows(reproduced / "data/predictions/finetuned.jsonl")
+    assert len(set(r["response"] for r in fast)) > 1                  # answers that differ from image to image
+    assert [r["response"] for r in fast] == [r["response"] for r in serial]
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def test_predict_and_merge_commands(reproduced):

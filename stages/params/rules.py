@@ -6,7 +6,9 @@ tower). Inert changes: a key changed against the committed params.yaml while ano
 """
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from pathlib import PurePosixPath
 from typing import Callable
 
@@ -46,13 +48,24 @@ def hub_problem(model_id: str, revision: str) -> str | None:
     return None
 
 
+def backend_problem(backend: str) -> str | None:
+    """ms-swift imports the package named after infer.infer_backend only when inference starts (after training):
+    its absence is said here, before any stage works."""
+    if backend not in ("vllm", "lmdeploy", "sglang") or importlib.util.find_spec(backend) is not None:
+        return None
+    return (f"infer.infer_backend {backend!r} needs the {backend} package, which this Python ({sys.executable}) "
+            f"does not have: pip install {backend} (it needs a CUDA GPU and pins its own torch version), or set "
+            "infer.infer_backend: transformers")
+
+
 def rule_problems(p: dict) -> list[str]:
     """Cross-field rules on the raw params: each yields its problem or nothing. A rule whose keys are missing or
     mistyped is skipped: the schema already reports those keys."""
-    m, d, t, s, y = (p.get(k) if isinstance(p.get(k), dict) else {}
-                     for k in ("model", "data", "train", "score", "synth"))
+    m, d, t, s, y, i = (p.get(k) if isinstance(p.get(k), dict) else {}
+                        for k in ("model", "data", "train", "score", "synth", "infer"))
     rules: list[Callable[[], str | None]] = [
         lambda: own_data_folder_problem("synth.out_dir", y["out_dir"]),
+        lambda: backend_problem(i["infer_backend"]),
         lambda: hub_problem(m["model_id"], m["revision"]),
         lambda: "model.source is 'local', so model.local_dir must name a model directory"
         if m["source"] == "local" and not m["local_dir"] else None,
