@@ -22,8 +22,9 @@ def lora_params() -> dict:
 
 def test_sft_argv_maps_every_knob():
     p = lora_params()
-    p["lora"].update(rank=32, alpha=64, target_modules=["q_proj", "v_proj"])
+    p["lora"].update(rank=32, alpha=64, target_modules=["q_proj", "v_proj"], dtype=None)
     p["train"]["freeze_vit"] = False
+    p["model"]["template"] = ""          # the model type's own template; lora.dtype None: PEFT's float32
     argv = sft_argv(p, "models/checkpoints")
     o = opts(argv)
     assert argv[1] == "sft"
@@ -45,10 +46,12 @@ def test_sft_argv_maps_every_knob():
 def test_each_lora_knob_changes_the_command_line():
     """`dvc exp run -S lora.<key>=...` must reach ms-swift: each key changes the argv, not only the params."""
     base = sft_argv(lora_params(), "out")
-    for key, value in (("rank", 32), ("alpha", 64), ("dropout", 0.0), ("target_modules", ["q_proj"]),
-                       ("use_dora", True), ("use_rslora", True), ("modules_to_save", ["merger"]), ("dtype", "bfloat16")):
+    for key, value, other in (("rank", 32, 16), ("alpha", 64, 16), ("dropout", 0.0, 0.1),
+                              ("target_modules", ["q_proj"], ["v_proj"]), ("use_dora", True, False),
+                              ("use_rslora", True, False), ("modules_to_save", ["merger"], []),
+                              ("dtype", "bfloat16", None)):
         p = lora_params()
-        p["lora"][key] = value
+        p["lora"][key] = value if p["lora"][key] != value else other   # a change, whatever params.yaml holds
         assert sft_argv(p, "out") != base, key
 
 

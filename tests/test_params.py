@@ -1,4 +1,5 @@
 import importlib.util
+import re
 
 import pytest
 
@@ -31,7 +32,7 @@ def test_exponent_without_a_dot_is_a_float(tmp_path):
     YAML 1.2 and DVC, not the string PyYAML's YAML 1.1 rules make of it."""
     from stages.common import PARAMS_FILE, load_params
 
-    text = PARAMS_FILE.read_text(encoding="utf-8").replace("learning_rate: 5.0e-3", "learning_rate: 3e-05")
+    text = re.sub(r"(?m)^(  learning_rate: )\S+", r"\g<1>3e-05", PARAMS_FILE.read_text(encoding="utf-8"), count=1)
     assert "learning_rate: 3e-05" in text
     (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
     assert load_params(tmp_path / "params.yaml")["train"]["learning_rate"] == 3e-05
@@ -116,6 +117,23 @@ def test_a_knob_that_would_do_nothing_is_refused(params, changes, message):
     assert message in str(e.value)
 
 
+# The committed values the messages below name. Set on both sides of each comparison, so that a user's committed
+# experiment (the README's `dvc exp apply` + git commit of lora.rank=32) does not change what these tests check.
+COMMITTED = {"train.tuner_type": "lora", "lora.rank": 8, "lora.alpha": 32, "model.source": "builtin",
+             "model.model_id": "Qwen/Qwen3-VL-2B-Instruct", "model.local_dir": "", "model.builtin.hidden_size": 64,
+             "synth.out_dir": "data/raw", "synth.num_samples": 3200, "data.raw_dir": "data/raw", "data.format": "table",
+             "data.columns.id": "id", "data.label_map": "label_map.json", "data.test_labels": "",
+             "data.test_ratio": 0.15}
+
+
+def as_committed(params: dict) -> dict:
+    from stages.params.tree import set_dotted
+
+    for key, value in COMMITTED.items():
+        set_dotted(params, key, value, strict=True)
+    return params
+
+
 INERT_CASES = [   # (changes against the committed params, the key reported, what the message says to do)
     ({"train.tuner_type": "full", "lora.rank": 32}, "lora.rank changed (8 -> 32) but train.tuner_type is full: LoRA "
      "keys have no effect; set train.tuner_type=lora"),
@@ -145,7 +163,7 @@ def test_a_change_that_would_do_nothing_is_refused(params, changes, message):
 
     from stages.params.tree import set_dotted
 
-    committed = copy.deepcopy(params)
+    committed = copy.deepcopy(as_committed(params))
     for key, value in changes.items():
         set_dotted(params, key, value, strict=True)
     validate(params)                                   # valid on its own...
@@ -158,7 +176,7 @@ def test_a_change_that_would_do_nothing_is_refused(params, changes, message):
 def test_every_refused_change_is_listed_at_once(params):
     import copy
 
-    committed = copy.deepcopy(params)
+    committed = copy.deepcopy(as_committed(params))
     params["train"]["tuner_type"] = "full"
     params["lora"].update(rank=32, alpha=64)
     params["model"]["model_id"] = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -177,8 +195,11 @@ def test_check_params_compares_with_the_committed_params(tmp_path):
     from tests.conftest import ROOT
 
     shutil.copytree(ROOT / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
-    (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
+    from dvc.utils.hydra import apply_overrides
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    apply_overrides(str(tmp_path / "params.yaml"), [f"{k}={v!r}" if v == "" else f"{k}={v}" for k, v in COMMITTED.items()])
+    text = (tmp_path / "params.yaml").read_text(encoding="utf-8")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "c"]):
         subprocess.run(git + argv, cwd=tmp_path, check=True)

@@ -86,8 +86,10 @@ def test_swap_head_puts_the_narrow_head_in_and_refuses_what_would_make_it_wrong(
 
 
 def test_only_the_builtin_model_under_lora_with_its_output_layer_untouched_takes_the_plugin():
-    p = load_params()
-    assert p["model"]["source"] == "builtin" and "--loss_type" in plugin_argv(p)
+    p = load_params()   # the embedded default's case, whatever experiment params.yaml holds
+    p["model"]["source"], p["lora"]["target_modules"], p["lora"]["modules_to_save"] = "builtin", ["all-linear"], []
+    p["train"].update(tuner_type="lora", use_liger_kernel=False)
+    assert "--loss_type" in plugin_argv(p)
 
     def changed(section, key, value):
         q = copy.deepcopy(p)
