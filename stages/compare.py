@@ -50,7 +50,7 @@ def markdown(result: dict[str, tuple]) -> str:
     fmt = lambda x, spec="{:.1%}": "-" if x is None else spec.format(x)   # noqa: E731
     lines = ["# Base against fine-tuned, on the same test items", "",
              "`_mae` rows are mean absolute errors (lower is better) over the items both models answered with a "
-             "number; `_chrf` rows mean chrF (0..1, character n-gram F-score); the other rows are shares of items right. The interval is the difference's (paired bootstrap).",
+             "number (each model's own, with no difference, where no item has both); `_chrf` rows mean chrF (0..1, character n-gram F-score); the other rows are shares of items right. The interval is the difference's (paired bootstrap).",
              "", "| measure | base | fine-tuned | difference | 95 % interval | p | test | items |",
              "|---|---|---|---|---|---|---|---|"]
     for name, (r, info) in result.items():

@@ -36,8 +36,11 @@ def test_numeric_errors_are_paired_on_the_items_both_answered():
     assert info == {"test": "Wilcoxon signed-rank", "n": 4}
     assert r["base"] == 3.5 and r["finetuned"] == 1.0 and r["diff"] == -2.5
     assert r["ci95_upper"] < 0
-    nothing, info = paired_errors([None, None], [1.0, 2.0])
-    assert info["n"] == 0 and set(nothing.values()) == {None}
+    alone, info = paired_errors([None, None], [1.0, 2.0])   # a base model that answers no number
+    assert info["n"] == 0 and alone["finetuned"] == 1.5
+    assert {k for k, v in alone.items() if v is None} == {"base", "diff", "ci95_lower", "ci95_upper", "p_value"}
+    nothing, _ = paired_errors([None], [None])
+    assert set(nothing.values()) == {None}
 
 
 def test_compare_rows_for_every_measure():

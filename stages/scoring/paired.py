@@ -29,7 +29,7 @@ def mean_interval(d: np.ndarray) -> tuple[float, float]:
 def row(base: float | None, tuned: float | None, d: np.ndarray | None, p: float | None) -> dict:
     lo, hi = mean_interval(d) if d is not None and len(d) else (None, None)
     r4 = lambda x: None if x is None else round(float(x), 4)   # noqa: E731
-    return {"base": r4(base), "finetuned": r4(tuned), "diff": r4(None if base is None else tuned - base),
+    return {"base": r4(base), "finetuned": r4(tuned), "diff": r4(None if base is None or tuned is None else tuned - base),
             "ci95_lower": r4(lo), "ci95_upper": r4(hi), "p_value": None if p is None else float(f"{p:.3g}")}
 
 
@@ -43,11 +43,13 @@ def paired_binary(base: list[bool], tuned: list[bool]) -> tuple[dict, dict]:
 
 
 def paired_errors(base: list[float | None], tuned: list[float | None]) -> tuple[dict, dict]:
-    """Two models' absolute errors on the same items, over the items where both answered with a number."""
+    """Two models' absolute errors on the same items, over the items where both answered with a number. Where no
+    item has both (a base model that answers no number), each model's own mean is given, with no difference."""
     both = [(b, t) for b, t in zip(base, tuned) if b is not None and t is not None]
     info = {"test": "Wilcoxon signed-rank", "n": len(both)}
     if not both:
-        return row(None, None, None, None), info
+        own = [[x for x in xs if x is not None] for xs in (base, tuned)]
+        return row(*(float(np.mean(x)) if x else None for x in own), None, None), info
     b, t = (np.array(x, float) for x in zip(*both))
     p = 1.0 if np.all(t == b) else stats.wilcoxon(t, b).pvalue
     return row(b.mean(), t.mean(), t - b, p), info
