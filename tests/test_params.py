@@ -198,7 +198,8 @@ def test_check_params_compares_with_the_committed_params(tmp_path):
     from dvc.utils.hydra import apply_overrides
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    apply_overrides(str(tmp_path / "params.yaml"), [f"{k}={v!r}" if v == "" else f"{k}={v}" for k, v in COMMITTED.items()])
+    apply_overrides(str(tmp_path / "params.yaml"),
+                    [f"{k}={v!r}" if v == "" else f"{k}={v}" for k, v in COMMITTED.items()])
     text = (tmp_path / "params.yaml").read_text(encoding="utf-8")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "c"]):
