@@ -8,6 +8,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+# The shipped values that unit tests reason about (messages such as "lora.rank changed (8 -> 32)", the argv of the
+# default LoRA, the builtin model's plugin). `shipped()` sets them, so that a user's committed experiment (the
+# README's `dvc exp apply` + git commit of lora.rank=32, or of the GPU profile) does not change what those tests check.
+SHIPPED = {"train.tuner_type": "lora", "train.use_liger_kernel": False, "model.source": "builtin",
+           "model.model_id": "Qwen/Qwen3-VL-2B-Instruct", "model.local_dir": "", "model.template": "",
+           "model.builtin.hidden_size": 64, "lora.rank": 8, "lora.alpha": 32, "lora.dropout": 0.05,
+           "lora.target_modules": ["all-linear"], "lora.use_dora": False, "lora.use_rslora": False,
+           "lora.modules_to_save": [], "lora.dtype": None, "synth.out_dir": "data/raw", "synth.num_samples": 3200,
+           "data.raw_dir": "data/raw", "data.format": "table", "data.columns.id": "id",
+           "data.label_map": "label_map.json", "data.test_labels": "", "data.test_ratio": 0.15}
+
+
+def shipped(params: dict) -> dict:
+    """`params` (a whole params.yaml) with SHIPPED set in place."""
+    from stages.params.tree import set_dotted
+
+    for key, value in SHIPPED.items():
+        set_dotted(params, key, value, strict=True)
+    return params
+
+
 @pytest.fixture
 def params() -> dict:
     """A fresh copy of the repository's params.yaml."""

@@ -3,9 +3,11 @@ import json
 
 import pytest
 
-from stages.common import stage_params
+from stages.common import declared_params, load_params, stage_params
 from stages.infer import infer_argv
+from stages.params.tree import project
 from stages.train import check_device, curves, export, launch_env, relocatable, sft_argv, summary
+from tests.conftest import shipped
 
 
 def opts(argv):
@@ -14,17 +16,14 @@ def opts(argv):
 
 
 def lora_params() -> dict:
-    """The train stage's params with LoRA (the embedded default's tuner)."""
-    p = stage_params("train")
-    p["train"]["tuner_type"] = "lora"
-    return p
+    """The train stage's params as shipped: LoRA (the embedded default's tuner), whatever params.yaml holds."""
+    return project(shipped(load_params()), declared_params("train"))
 
 
 def test_sft_argv_maps_every_knob():
     p = lora_params()
-    p["lora"].update(rank=32, alpha=64, target_modules=["q_proj", "v_proj"], dtype=None)
+    p["lora"].update(rank=32, alpha=64, target_modules=["q_proj", "v_proj"])
     p["train"]["freeze_vit"] = False
-    p["model"]["template"] = ""          # the model type's own template; lora.dtype None: PEFT's float32
     argv = sft_argv(p, "models/checkpoints")
     o = opts(argv)
     assert argv[1] == "sft"
@@ -46,12 +45,10 @@ def test_sft_argv_maps_every_knob():
 def test_each_lora_knob_changes_the_command_line():
     """`dvc exp run -S lora.<key>=...` must reach ms-swift: each key changes the argv, not only the params."""
     base = sft_argv(lora_params(), "out")
-    for key, value, other in (("rank", 32, 16), ("alpha", 64, 16), ("dropout", 0.0, 0.1),
-                              ("target_modules", ["q_proj"], ["v_proj"]), ("use_dora", True, False),
-                              ("use_rslora", True, False), ("modules_to_save", ["merger"], []),
-                              ("dtype", "bfloat16", None)):
+    for key, value in (("rank", 32), ("alpha", 64), ("dropout", 0.0), ("target_modules", ["q_proj"]),
+                       ("use_dora", True), ("use_rslora", True), ("modules_to_save", ["merger"]), ("dtype", "bfloat16")):
         p = lora_params()
-        p["lora"][key] = value if p["lora"][key] != value else other   # a change, whatever params.yaml holds
+        p["lora"][key] = value
         assert sft_argv(p, "out") != base, key
 
 

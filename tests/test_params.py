@@ -1,4 +1,5 @@
 import importlib.util
+import json
 import re
 
 import pytest
@@ -6,6 +7,7 @@ import pytest
 from stages.common import declared_params
 from stages.params.tree import project
 from stages.params import ParamsError, validate
+from tests.conftest import shipped
 
 
 def test_repository_params_are_valid(params):
@@ -117,23 +119,6 @@ def test_a_knob_that_would_do_nothing_is_refused(params, changes, message):
     assert message in str(e.value)
 
 
-# The committed values the messages below name. Set on both sides of each comparison, so that a user's committed
-# experiment (the README's `dvc exp apply` + git commit of lora.rank=32) does not change what these tests check.
-COMMITTED = {"train.tuner_type": "lora", "lora.rank": 8, "lora.alpha": 32, "model.source": "builtin",
-             "model.model_id": "Qwen/Qwen3-VL-2B-Instruct", "model.local_dir": "", "model.builtin.hidden_size": 64,
-             "synth.out_dir": "data/raw", "synth.num_samples": 3200, "data.raw_dir": "data/raw", "data.format": "table",
-             "data.columns.id": "id", "data.label_map": "label_map.json", "data.test_labels": "",
-             "data.test_ratio": 0.15}
-
-
-def as_committed(params: dict) -> dict:
-    from stages.params.tree import set_dotted
-
-    for key, value in COMMITTED.items():
-        set_dotted(params, key, value, strict=True)
-    return params
-
-
 INERT_CASES = [   # (changes against the committed params, the key reported, what the message says to do)
     ({"train.tuner_type": "full", "lora.rank": 32}, "lora.rank changed (8 -> 32) but train.tuner_type is full: LoRA "
      "keys have no effect; set train.tuner_type=lora"),
@@ -163,7 +148,7 @@ def test_a_change_that_would_do_nothing_is_refused(params, changes, message):
 
     from stages.params.tree import set_dotted
 
-    committed = copy.deepcopy(as_committed(params))
+    committed = copy.deepcopy(shipped(params))   # the messages name the shipped values
     for key, value in changes.items():
         set_dotted(params, key, value, strict=True)
     validate(params)                                   # valid on its own...
@@ -176,7 +161,7 @@ def test_a_change_that_would_do_nothing_is_refused(params, changes, message):
 def test_every_refused_change_is_listed_at_once(params):
     import copy
 
-    committed = copy.deepcopy(as_committed(params))
+    committed = copy.deepcopy(shipped(params))
     params["train"]["tuner_type"] = "full"
     params["lora"].update(rank=32, alpha=64)
     params["model"]["model_id"] = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -192,14 +177,13 @@ def test_check_params_compares_with_the_committed_params(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.conftest import ROOT, SHIPPED
 
     shutil.copytree(ROOT / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     from dvc.utils.hydra import apply_overrides
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    apply_overrides(str(tmp_path / "params.yaml"),
-                    [f"{k}={v!r}" if v == "" else f"{k}={v}" for k, v in COMMITTED.items()])
+    apply_overrides(str(tmp_path / "params.yaml"), [f"{k}={json.dumps(v)}" for k, v in SHIPPED.items()])
     text = (tmp_path / "params.yaml").read_text(encoding="utf-8")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "c"]):

@@ -8,6 +8,7 @@ import torch
 from stages.common import load_params
 from stages.training.plugins import PACKED_VISION, plugin_argv
 from stages.training.used_rows import UsedRowsHead, column_of, swap_head, used_rows
+from tests.conftest import shipped
 
 VOCAB, HIDDEN, USED = 3000, 16, [0, 1, 2, 5, 40, 41, 2999]
 
@@ -86,9 +87,7 @@ def test_swap_head_puts_the_narrow_head_in_and_refuses_what_would_make_it_wrong(
 
 
 def test_only_the_builtin_model_under_lora_with_its_output_layer_untouched_takes_the_plugin():
-    p = load_params()   # the embedded default's case, whatever experiment params.yaml holds
-    p["model"]["source"], p["lora"]["target_modules"], p["lora"]["modules_to_save"] = "builtin", ["all-linear"], []
-    p["train"].update(tuner_type="lora", use_liger_kernel=False)
+    p = shipped(load_params())   # the embedded default's case, whatever experiment params.yaml holds
     assert "--loss_type" in plugin_argv(p)
 
     def changed(section, key, value):
