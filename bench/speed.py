@@ -12,9 +12,13 @@ One run builds a randomly initialised model of the shape (bench/shapes.py) and s
   seeds_infer  (c) a one-sample `generate` loop
   hf_batch_infer  (c)'s code batched: how the time splits between the processor (CPU) and generate (GPU)
   swift_infer  (d) the infer stage's `swift infer`, batched
+  profile_infer  (d) over two batches, a torch profiler on the second one's generate
 and any --variants (the GPU profile with some keys changed).
-Rates exclude warm-up: training from the step times after the first `warmup` steps, inference from the
-batch times after the first batch (bench/time_infer.py clocks `swift infer`'s batches).
+Rates exclude warm-up: training from the step times after the first `warmup` steps (bench/time_train.py clocks
+`swift sft`'s steps), inference from the batch times after the first batch (bench/time_infer.py clocks `swift
+infer`'s batches). The training rows are the `samples` pairs repeated to `train_rows`, so that the timed window lies
+in one epoch: each new epoch's first batch waits for a dataloader worker to build it (2-3 s at batch 32, run 13),
+which a dataset of 640 rows would pay every 20 steps and a user's dataset once per epoch.
 """
 from __future__ import annotations
 
@@ -40,9 +44,9 @@ from stages.params.tree import flatten, merge
 from stages.train import launch_env, sft_argv
 
 PARTS = ("swift_gpu", "seeds_train", "swift_infer", "swift_infer_serial", "seeds_infer", "swift_slow", "hf_batch_infer")
-FULL = dict(shape="2b", image_size=448, samples=640, warmup=3, seeds_steps=8, slow_steps=8, gpu_steps=200,
+FULL = dict(shape="2b", image_size=448, samples=640, train_rows=6400, warmup=3, seeds_steps=8, slow_steps=8, gpu_steps=200,
             seeds_infer=16, infer_batches=4, new_tokens=32, embed_std=0.02, seeds_dropout=0.05)
-SMOKE = dict(shape="tiny", image_size=64, samples=24, warmup=1, seeds_steps=3, slow_steps=3, gpu_steps=3,
+SMOKE = dict(shape="tiny", image_size=64, samples=24, train_rows=24, warmup=1, seeds_steps=3, slow_steps=3, gpu_steps=3,
              seeds_infer=3, infer_batches=3, new_tokens=8, batch=4, infer_batch=4, embed_std=0.02, seeds_dropout=0.05,
              seeds_batch=(2, 2))
 
@@ -87,13 +91,6 @@ def swift_usage(log: str) -> dict | None:
     return ast.literal_eval(found[-1]) if found else None
 
 
-def swift_step_times(log_rows: list[dict]) -> list[float]:
-    """ms-swift logs `train_speed(s/it)` = seconds since training began / steps done, at every logged step;
-    times since the start are recovered as speed x step (logging_steps 1: one row per step)."""
-    rows = [r for r in log_rows if "loss" in r and "train_speed(s/it)" in r]
-    return [r["train_speed(s/it)"] * int(r["global_step/max_steps"].split("/")[0]) for r in rows]
-
-
 def bench_params(profile: dict, cfg: dict, slow: bool) -> dict:
     """params.yaml + the GPU profile + what the benchmark fixes (LoRA r64 on the language model, constant lr,
     a log row per step); `slow` keeps the profile but with the baseline's batch 4, accumulation, checkpointing."""
@@ -106,8 +103,9 @@ def bench_params(profile: dict, cfg: dict, slow: bool) -> dict:
     fixed = {"model": {"image_max_token_num": patches // (shapes.MERGE ** 2)},
              "lora": {"rank": 64, "alpha": 128, "target_modules": ["all-linear"]},
              "train": {"tuner_type": "lora", "freeze_vit": True, "freeze_aligner": True, "learning_rate": 1e-4,
-                       "warmup_ratio": 0.0, "lr_scheduler_type": "constant", "logging_steps": 1, "resume": False,
-                       "quant_bits": 0}}
+                       "warmup_ratio": 0.0, "lr_scheduler_type": "constant", "resume": False, "quant_bits": 0}}
+    if slow or cfg["shape"] == "tiny":   # a loss row per step for the loss curves; a timed run logs as the stage does
+        fixed["train"]["logging_steps"] = 1
     if cfg["shape"] == "tiny":   # a CPU: no bf16, no Triton kernels
         fixed["train"].update(torch_dtype="float32", use_liger_kernel=False, dataloader_num_workers=0)
     if slow:
@@ -147,10 +145,15 @@ def prepare(work: Path, cfg: dict, seed: int) -> dict:
                        json.dumps({k: r[k] for k in ("analysis", "direction", "distance")}, ensure_ascii=False), "")
              for r in rows]
     dataset.mkdir(parents=True)
-    write_jsonl(dataset / "train.jsonl", jsonl)
+    write_jsonl(dataset / "train.jsonl", repeated(jsonl, cfg["train_rows"]))
     write_jsonl(dataset / "val.jsonl", jsonl[:8])
     (work / "prepared.json").write_text(stamp)
     return json.loads(stamp)
+
+
+def repeated(rows: list, n: int) -> list:
+    """`rows` over and over, cut to `n` (at least `rows` once)."""
+    return (rows * -(-n // len(rows)))[:max(n, len(rows))]
 
 
 def token_counts(work: Path) -> dict:
@@ -234,13 +237,16 @@ def timed_sft_argv(p: dict, name: str, steps: int) -> list[str]:
 
 
 def swift_train(work: Path, cfg: dict, p: dict, logs: Path, name: str, steps: int) -> dict:
+    """The train stage's `swift sft` cut to `steps` steps, run through bench/time_train.py for per-step times."""
     argv = timed_sft_argv(p, name, steps)
     shutil.rmtree(work / "out" / name, ignore_errors=True)
-    wall = timed(argv, launch_env(p), work, logs / f"{name}.log")
+    clock = logs / f"{name}_times.json"
+    wall = timed([sys.executable, "-m", "bench.time_train", str(clock), "--warmup", str(cfg["warmup"]), "--", *argv[2:]],
+                 {**launch_env(p), **with_repo()}, work, logs / f"{name}.log")
     rows = read_jsonl(work / "out" / name / "logging.jsonl")
     t = p["train"]
     global_batch = t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
-    return {**train_rates(swift_step_times(rows), global_batch, cfg["warmup"]),
+    return {**train_rates(json.loads(clock.read_text())["times"], global_batch, cfg["warmup"]),
             "peak_gib": max((r["memory(GiB)"] for r in rows if "memory(GiB)" in r), default=None), "wall_s": wall,
             "losses": [{"step": int(r["global_step/max_steps"].split("/")[0]), "loss": r["loss"]}
                        for r in rows if "loss" in r],
@@ -276,19 +282,22 @@ def differing(work: Path, a: str, b: str) -> dict:
     return {"rows": len(x), "differing": sum(r["response"] != q["response"] for r, q in zip(x, y))}
 
 
-def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str, plugins: bool = True) -> dict:
+def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str, plugins: bool = True,
+                profile: bool = False) -> dict:
     """The infer stage's `swift infer` command line on `infer_batches` batches of the training rows (speed does
     not depend on whether a sample was trained on), run through bench/time_infer.py for per-batch times;
-    `plugins=False`: without the stage's speed plugins (stages/speed/), as ms-swift runs alone."""
+    `plugins=False`: without the stage's speed plugins (stages/speed/), as ms-swift runs alone; `profile`: two
+    batches, the second one's generate under torch's profiler (logs/NAME.txt, also in the result)."""
     rows, batch = read_jsonl(work / "data/dataset/train.jsonl"), p["infer"]["max_batch_size"]
-    n = batch * cfg["infer_batches"]
+    n = batch * (2 if profile else cfg["infer_batches"])
     write_jsonl(work / f"data/dataset/test_{n}.jsonl", (rows * n)[:n])
     result, clock = work / "out" / f"{name}.jsonl", logs / f"{name}_times.json"
     result.unlink(missing_ok=True)   # swift infer appends
     argv = infer_argv(p, "base", str(result.relative_to(work)), dataset=f"data/dataset/test_{n}.jsonl")
     argv = argv if plugins else without(argv, plugin_argv(p))
-    wall = timed([sys.executable, "-m", "bench.time_infer", str(clock), "--", *argv[2:]],
-                 {**launch_env(p), **with_repo()}, work, logs / f"{name}.log")
+    report = logs / f"{name}.txt"
+    wall = timed([sys.executable, "-m", "bench.time_infer", str(clock), *(["--profile", str(report)] if profile else []),
+                  "--", *argv[2:]], {**launch_env(p), **with_repo()}, work, logs / f"{name}.log")
     if (written := len(read_jsonl(result))) != n:
         raise SystemExit(f"swift infer wrote {written} rows for {n} samples")
     clocked = json.loads(clock.read_text())
@@ -297,7 +306,8 @@ def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str, plugins: 
     phases = {k: statistics.mean(v[1:]) for k, v in clocked.get("phases", {}).items() if len(v) > 1}
     return {"samples_per_s": batch_rate(clocked["times"], clocked["sizes"]), "wall_s": wall, "phases_s": phases,
             "new_tokens": usage["num_generated_tokens"] / usage["num_samples"] if usage else None,
-            "argv": argv[1:], "peak_gib": None}
+            "argv": argv[1:], "peak_gib": None,
+            **({"report": report.read_text(encoding="utf-8")[:30000]} if profile else {})}
 
 
 def profile_train(work: Path, p: dict, logs: Path) -> dict:
@@ -386,13 +396,15 @@ def report(results: dict) -> str:
         lines += [f"{n}: processor (CPU) {r['processor_s']:.1f} s, generate (GPU) {r['generate_s']:.1f} s "
                   "over the timed batches.", ""]
     for n, r in parts.items():
-        if r.get("phases_s"):
+        if r.get("phases_s") and r["kind"] != "profile":
             ph = r["phases_s"]
+            split = ", ".join(f"{k} {ph[k]:.2f} s" for k in ("vision", "prefill") if k in ph)
             lines += [f"{n}: per batch after the first, encode (template + image processor, CPU threads) "
-                      f"{ph['encode']:.2f} s, generate (ViT, prefill, decoding, GPU) {ph['generate']:.2f} s; "
+                      f"{ph['encode']:.2f} s, collate (as `_infer` waits for it) {ph.get('collate', 0):.2f} s, "
+                      f"generate (GPU) {ph['generate']:.2f} s" + (f" (of which {split})" if split else "") + "; "
                       + ("run one after the other (ms-swift alone)." if n.endswith("serial") else
-                         "the next batch's encode runs on a worker thread during this batch's generate "
-                         "(stages/speed/prefetch.py)."), ""]
+                         "the next batch's encode, collate and copy to the GPU run on a worker thread during this "
+                         "batch's generate (stages/speed/prefetch.py)."), ""]
     if results.get("parity"):
         q = results["parity"]
         lines += [f"Answers of swift_infer against swift_infer_serial (greedy, same {q['rows']} samples): "
@@ -471,6 +483,8 @@ def main(argv: list[str] | None = None) -> None:
                                lambda: hf_infer(a.work, cfg, logs, "hf_batch_infer_static", infer_batch,
                                                 infer_batch * cfg["infer_batches"], 1, cache="static"))
     plan["profile_train"] = ("profile", "torch profiler over (b)", lambda: profile_train(a.work, fast, logs))
+    plan["profile_infer"] = ("profile", "torch profiler over (d)'s second batch",
+                             lambda: swift_infer(a.work, cfg, fast, logs, "profile_infer", profile=True))
     for name, overrides in json.loads(a.variants).items():
         q = merge(fast, overrides)
         what = ", ".join(f"{k}={v}" for k, v in flatten(overrides).items())
@@ -489,13 +503,16 @@ def main(argv: list[str] | None = None) -> None:
             results.setdefault("failed", {})[name] = str(e)[-2000:]
             continue
         flops_figures(results)
+        if {"swift_infer", "swift_infer_serial"} <= results["parts"].keys():
+            results["parity"] = differing(a.work, "swift_infer", "swift_infer_serial")
         a.out.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
         r = results["parts"][name]
         if kind != "profile":
             print(f"bench: {name}: {r['samples_per_s']:.2f} samples/s, peak {r['peak_gib']} GiB, "
-                  f"MFU {fmt(r['mfu'], '.1%')}", flush=True)
-    if {"swift_infer", "swift_infer_serial"} <= results["parts"].keys():
-        results["parity"] = differing(a.work, "swift_infer", "swift_infer_serial")
+                  f"MFU {fmt(r['mfu'], '.1%')}" + (f", {r['phases_s']}" if r.get("phases_s") else "")
+                  + (f", median {r['median_samples_per_s']:.2f}" if r.get("median_samples_per_s") else ""), flush=True)
+        if "parity" in results:
+            print(f"bench: parity {results['parity']}", flush=True)
     a.out.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
     (a.out.parent / "RESULTS.md").write_text(report(results), encoding="utf-8")
 

@@ -1,10 +1,15 @@
 """`swift infer` as the infer stage runs it, with a clock on each batch: runs ms-swift's infer in this
 process and records the time at which every batch's generation returns (GPU synchronised), so the steady
 rate leaves out start-up, loading and the first batch. Each batch's time is also split into its phases:
-`encode` (the template and image processor on the CPU, ms-swift's thread pool), `pre_forward` (the
-template's hook before generate) and `generate` (the vision tower, prefill and decoding on the GPU).
+`encode` (the template and image processor on the CPU, ms-swift's thread pool; with stages/speed/prefetch.py
+on its worker thread, where it overlaps generate), `collate` (the template's data_collator as `_infer` calls it;
+near 0 when the prefetch plugin hands over a batch it collated), `pre_forward` (the template's hook before
+generate) and `generate`, itself split into `vision` (the vision tower's forward), `prefill` (the language
+model's first forward) and the rest, decoding.
 
-    python -m bench.time_infer TIMES.json -- <swift infer arguments...>
+    python -m bench.time_infer TIMES.json [--profile PROFILE.txt] -- <swift infer arguments...>
+
+--profile: a torch profiler over the second batch's generate; its top operators by GPU and by CPU time.
 """
 from __future__ import annotations
 
@@ -19,35 +24,90 @@ def main() -> None:
     from swift.infer_engine import TransformersEngine
 
     out, argv = sys.argv[1], sys.argv[sys.argv.index("--") + 1:]
+    head = sys.argv[2:sys.argv.index("--")]
+    profile_path = head[head.index("--profile") + 1] if "--profile" in head else None
     times, sizes = [], []
-    phases: dict[str, list[float]] = {"encode": [], "pre_forward": [], "generate": []}
+    phases: dict[str, list[float]] = {"encode": [], "collate": [], "pre_forward": [], "generate": [], "vision": [],
+                                      "prefill": []}
+    gpu = torch.cuda.is_available()
 
     def sync() -> None:
-        if torch.cuda.is_available():
+        if gpu:
             torch.cuda.synchronize()
 
-    def clock(fn, phase: str, gpu: bool = True):
+    def clock(fn, phase: str, sync_gpu: bool = True):
         @functools.wraps(fn)
         def wrapper(*a, **k):
-            if gpu:
+            if sync_gpu:
                 sync()
             t0 = time.perf_counter()
             result = fn(*a, **k)
-            if gpu:
+            if sync_gpu:
                 sync()
             phases[phase].append(time.perf_counter() - t0)
             return result
         return wrapper
 
+    state = {"prefill": False, "t0": 0.0, "batch": 0}
+
+    def start(phase):
+        def hook(module, args, kwargs=None):
+            if phase == "prefill" and not state["prefill"]:
+                return
+            sync()
+            state["t0"] = time.perf_counter()
+        return hook
+
+    def stop(phase):
+        def hook(module, args, output):
+            if phase == "prefill":
+                if not state["prefill"]:
+                    return
+                state["prefill"] = False
+            sync()
+            phases[phase].append(time.perf_counter() - state["t0"])
+        return hook
+
+    def submodule(model, suffix: str):
+        return next((m for n, m in model.named_modules() if n.endswith(suffix)), None)
+
+    def generate(fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            state["prefill"] = True
+            state["batch"] += 1
+            if profile_path and state["batch"] == 2:
+                from torch.profiler import ProfilerActivity, profile
+
+                with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
+                    result = fn(*a, **k)
+                    sync()
+                events = prof.key_averages()
+                with open(profile_path, "w", encoding="utf-8") as f:
+                    busy = sum(e.self_device_time_total for e in events) / 1e6
+                    f.write(f"batch 2's generate: GPU kernels {busy:.3f} s\n\n")
+                    f.write(events.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=70))
+                    f.write("\n\n")
+                    f.write(events.table(sort_by="cpu_time_total", row_limit=40, max_name_column_width=70))
+                return result
+            return fn(*a, **k)
+        return wrapper
+
     infer_batch = TransformersEngine._infer
-    TransformersEngine._batch_encode = clock(TransformersEngine._batch_encode, "encode", gpu=False)   # CPU; may overlap generate
+    TransformersEngine._batch_encode = clock(TransformersEngine._batch_encode, "encode", sync_gpu=False)
 
     @functools.wraps(infer_batch)
     def clocked(self, infer_requests, *a, **k):
-        if not getattr(self.template, "_bench_clocked", False):   # the template exists once the engine does
-            self.template.pre_forward_hook = clock(self.template.pre_forward_hook, "pre_forward")
-            self.template.generate = clock(self.template.generate, "generate")
-            self.template._bench_clocked = True
+        template = self.template
+        if not getattr(template, "_bench_clocked", False):   # the template exists once the engine does
+            template.data_collator = clock(template.data_collator, "collate", sync_gpu=False)
+            template.pre_forward_hook = clock(template.pre_forward_hook, "pre_forward")
+            template.generate = clock(generate(template.generate), "generate")
+            for suffix, phase in (("visual", "vision"), ("language_model", "prefill")):
+                if (m := submodule(self.model, suffix)) is not None:
+                    m.register_forward_pre_hook(start(phase))
+                    m.register_forward_hook(stop(phase))
+            template._bench_clocked = True
         result = infer_batch(self, infer_requests, *a, **k)
         sync()
         times.append(time.perf_counter())

@@ -11,9 +11,7 @@ import pytest
 import yaml
 
 from bench import shapes
-from bench.speed import (FULL, PARTS, SMOKE, batch_rate, bench_params, median_rate, steady_rate, swift_step_times,
-                         swift_usage)
-from stages.common import read_jsonl
+from bench.speed import FULL, PARTS, SMOKE, batch_rate, bench_params, median_rate, repeated, steady_rate, swift_usage
 from stages.params import validate
 from tests.conftest import ROOT
 from tests.workspace import ENV
@@ -149,16 +147,9 @@ def test_swift_usage_reads_the_last_usage_line():
     assert swift_usage("no usage here") is None
 
 
-def test_swift_step_times_from_logging_jsonl():
-    """ms-swift's train_speed(s/it) is seconds since the start / steps done; rows without a loss (the final
-    summary, eval rows) are not steps."""
-    rows = [{"loss": 2.0, "global_step/max_steps": "1/10", "train_speed(s/it)": 3.0},
-            {"eval_loss": 1.9, "global_step/max_steps": "1/10", "train_speed(s/it)": 3.5},
-            {"loss": 1.8, "global_step/max_steps": "2/10", "train_speed(s/it)": 2.0},
-            {"loss": 1.7, "global_step/max_steps": "3/10", "train_speed(s/it)": 0.5 + 4 / 3},
-            {"train_runtime": 6.1, "global_step/max_steps": "3/10", "train_speed(s/it)": 2.1}]
-    assert swift_step_times(rows) == pytest.approx([3.0, 4.0, 5.5])
-    assert steady_rate(swift_step_times(rows), 8, 1) == pytest.approx(8 * 2 / 2.5)
+def test_repeated_rows_fill_an_epoch_longer_than_the_window():
+    assert repeated([1, 2, 3], 7) == [1, 2, 3, 1, 2, 3, 1]
+    assert repeated([1, 2, 3], 2) == [1, 2, 3] and repeated([1, 2], 4) == [1, 2, 1, 2]
 
 
 @pytest.fixture
@@ -184,7 +175,7 @@ def test_slow_and_fast_swift_runs_differ_only_in_speed_settings(gpu_profile, cfg
         validate(p)
     differ = {k for k in fast["train"] if fast["train"][k] != slow["train"][k]}
     assert differ <= {"per_device_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
-                      "use_liger_kernel", "dataloader_num_workers"}
+                      "use_liger_kernel", "dataloader_num_workers", "logging_steps"}   # slow logs every step
     assert {k: v for k, v in fast.items() if k != "train"} == {k: v for k, v in slow.items() if k != "train"}
 
 
@@ -198,6 +189,7 @@ def test_full_run_keeps_the_gpu_profile(gpu_profile):
                 assert fast[section][key] == value, f"{section}.{key}"
     assert fast["lora"]["dropout"] == gpu_profile["lora"]["dropout"]
     assert fast["train"]["gradient_checkpointing"] is False and fast["train"]["torch_dtype"] == "bfloat16"
+    assert fast["train"]["logging_steps"] == gpu_profile["train"]["logging_steps"]   # its syncs, as the stage has them
 
 
 def test_bench_params_leaves_the_profile_alone(gpu_profile):
@@ -255,7 +247,10 @@ def test_smoke_swift_infer_is_clocked_per_batch(smoke):
     # so only generate must fit there.
     serial = json.loads((smoke["work"] / "logs/swift_infer_serial_times.json").read_text(encoding="utf-8"))
     for c, phases in ((serial, ("encode", "generate")), (clock, ("generate",))):
-        assert {k: len(v) for k, v in c["phases"].items()} == {"encode": 3, "pre_forward": 3, "generate": 3}
+        assert {k: len(v) for k, v in c["phases"].items()} == dict.fromkeys(
+            ("encode", "collate", "pre_forward", "generate", "vision", "prefill"), 3)
+        for i in range(3):   # the vision tower and the first language-model forward run inside generate
+            assert c["phases"]["vision"][i] + c["phases"]["prefill"][i] <= c["phases"]["generate"][i]
         gaps = [b - a for a, b in zip(c["times"], c["times"][1:])]
         for i, gap in enumerate(gaps, start=1):
             assert 0 < sum(c["phases"][k][i] for k in phases) <= gap, (phases, i)
@@ -279,9 +274,9 @@ def test_smoke_swift_slow_and_gpu_agree_on_the_loss(smoke):
 
 
 @pytest.mark.slow
-def test_smoke_step_times_come_from_real_swift_logs(smoke):
-    """swift_step_times on ms-swift's own logging.jsonl: one time per step, increasing."""
-    times = swift_step_times(read_jsonl(smoke["work"] / "out/swift_gpu/logging.jsonl"))
+def test_smoke_step_times_come_from_the_real_swift_sft(smoke):
+    """bench/time_train.py's clock on the real `swift sft`: one time per optimizer step, increasing."""
+    times = json.loads((smoke["work"] / "logs/swift_gpu_times.json").read_text(encoding="utf-8"))["times"]
     assert len(times) == SMOKE["gpu_steps"] and times == sorted(times) and times[0] > 0
 
 

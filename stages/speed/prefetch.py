@@ -1,17 +1,20 @@
-"""An ms-swift plugin (`--external_plugins`): `swift infer` with the transformers backend encodes the next batch
-(template and image processor, on CPU threads) while the GPU generates the current one.
+"""An ms-swift plugin (`--external_plugins`): `swift infer` with the transformers backend prepares the next batch
+(encode, collate, copy to the GPU) on a worker thread while the GPU generates the current one.
 
-ms-swift's `TransformersEngine.infer` runs each batch's encode and generate one after the other: on an H200 with
-Qwen3-VL-2B at batch 512, 2.2 s of CPU encode then 5.8 s of GPU generate (bench/FINDINGS.md). Here a worker
-thread runs ms-swift's own `_batch_encode` for batch k+1 as soon as batch k's generation begins, and `_infer`
-takes the encoded batch when it asks for it. The batches, their order, the encoding and generation code are
-ms-swift's, so the predictions are the same; only the waiting overlaps. Streaming requests (`swift deploy`)
-take ms-swift's path unchanged.
+ms-swift's `TransformersEngine._infer` runs each batch's preparation and its generation one after the other: on an
+H100 with Qwen3-VL-2B at batch 512, 3.3 s of encode (template and image processor), then 2-6 s of collating 4.9 GB
+of float32 pixels and copying them to the GPU, then 6.2-6.9 s of generate (bench/FINDINGS.md, 3.1). Here a worker
+thread runs ms-swift's own `_batch_encode` and the template's own `data_collator` for batch k+1 as soon as batch
+k's generation begins, and copies the collated tensors to the model's device on a stream of its own; `_infer`
+takes them when it asks for them. The batches, their order, the encoding, collating and generation code are
+ms-swift's, so the predictions are the same; only the waiting overlaps. Streaming requests (`swift deploy`) take
+ms-swift's path unchanged.
 """
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import torch
 from swift.infer_engine import TransformersEngine
 from tqdm import tqdm
 
@@ -25,12 +28,79 @@ def batches(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def on_device(data, device: torch.device, pixel_dtype: torch.dtype | None):
+    """A collated batch on `device`, as ms-swift's `to_device` puts it, with the images' pixels cast to the vision
+    tower's dtype: the tower casts them first thing (`patch_embed`), so the cast gives the same numbers in half the
+    memory while the next batch waits on the GPU."""
+    if isinstance(data, dict):
+        return {k: on_device(v, device, pixel_dtype if k.startswith("pixel_values") else None)
+                for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(on_device(v, device, pixel_dtype) for v in data)
+    if isinstance(data, torch.Tensor):
+        data = data.to(device)
+        return data.to(pixel_dtype) if pixel_dtype is not None and data.is_floating_point() else data
+    return data
+
+
+def pixel_dtype(model) -> torch.dtype | None:
+    """The dtype the vision tower casts pixels to: its patch embedding's weights (None: leave them as they are)."""
+    for name, param in model.named_parameters():
+        if name.endswith("patch_embed.proj.weight"):
+            return param.dtype
+    return None
+
+
+def prepare(self, infer_requests, strict):
+    """What `_infer` does before generate, on the worker thread: ms-swift's encode, the template's collate, and
+    the copy to the model's device on the thread's own CUDA stream, finished before the batch is handed over."""
+    batched, errors = SERIAL_ENCODE(self, infer_requests, strict)
+    if not batched:
+        return batched, errors, None
+    collated = type(self.template).data_collator(
+        self.template, [{k: v for k, v in b.items() if k != "template_inputs"} for b in batched])
+    device = self.model.device
+    if device.type != "cuda":
+        return batched, errors, on_device(collated, device, None)
+    stream = torch.cuda.Stream(device)
+    with torch.cuda.stream(stream):
+        collated = on_device(collated, device, pixel_dtype(self.model))
+    stream.synchronize()
+    return batched, errors, collated
+
+
 def _batch_encode(self, infer_requests, strict):
     prefetched = getattr(self, "_prefetched", None)
     if prefetched is not None and prefetched[0] is infer_requests:
         self._prefetched = None
-        return prefetched[1].result()   # an encoding error is raised here, for this batch, as ms-swift would
+        batched, errors, collated = prefetched[1].result()   # an encoding error is raised here, as ms-swift would
+        self.template._collated = (batched, collated)
+        return batched, errors
     return SERIAL_ENCODE(self, infer_requests, strict)
+
+
+def handed_over(tensors) -> None:
+    """Tell the CUDA caching allocator that the current stream uses tensors the worker's stream allocated."""
+    for t in tensors.values() if isinstance(tensors, dict) else tensors:
+        if isinstance(t, torch.Tensor) and t.is_cuda:
+            t.record_stream(torch.cuda.current_stream(t.device))
+        elif isinstance(t, (dict, list, tuple)):
+            handed_over(t)
+
+
+def collator(template):
+    """The template's `data_collator`, returning the worker's collated batch when `_infer` asks for that batch."""
+    own = template.data_collator
+
+    def data_collator(batch, *args, **kwargs):
+        collated = getattr(template, "_collated", None)
+        if collated is not None and collated[0] is batch and not args and not kwargs:
+            template._collated = None
+            handed_over(collated[1])
+            return collated[1]
+        return own(batch, *args, **kwargs)
+    data_collator._prefetch = True
+    return data_collator
 
 
 def infer(self, infer_requests, request_config=None, metrics=None, *, use_tqdm=None, adapter_request=None):
@@ -45,14 +115,16 @@ def infer(self, infer_requests, request_config=None, metrics=None, *, use_tqdm=N
         self.template.model = self.model
     if self.model_info.task_type == "causal_lm":
         self.template.set_mode("transformers")
+    if not getattr(self.template.data_collator, "_prefetch", False):
+        self.template.data_collator = collator(self.template)
     strict, chunks, results = getattr(self, "strict", True), batches(infer_requests, self.max_batch_size), []
     with ThreadPoolExecutor(max_workers=1) as pool, \
             tqdm(total=len(infer_requests), dynamic_ncols=True, disable=use_tqdm is False) as bar:
-        encoded: Future = pool.submit(SERIAL_ENCODE, self, chunks[0], strict)
+        ready: Future = pool.submit(prepare, self, chunks[0], strict)
         for k, chunk in enumerate(chunks):
-            self._prefetched = (chunk, encoded)
-            if k + 1 < len(chunks):   # queued behind this batch's encode: it starts as this batch's generate does
-                encoded = pool.submit(SERIAL_ENCODE, self, chunks[k + 1], strict)
+            self._prefetched = (chunk, ready)
+            if k + 1 < len(chunks):   # queued behind this batch's preparation: starts as this batch's generate does
+                ready = pool.submit(prepare, self, chunks[k + 1], strict)
             results += self._infer(chunk, request_config, adapter_request=adapter_request)
             bar.update(len(chunk))
     self._update_metrics(results, metrics)
