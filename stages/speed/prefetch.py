@@ -53,18 +53,22 @@ def pixel_dtype(model) -> torch.dtype | None:
 
 def prepare(self, infer_requests, strict):
     """What `_infer` does before generate, on the worker thread: ms-swift's encode, the template's collate, and
-    the copy to the model's device on the thread's own CUDA stream, finished before the batch is handed over."""
+    the copy to the model's device, on the thread's own CUDA stream and finished before the batch is handed over.
+    Each sample's pixels go to the GPU before the collate, so that the template concatenates them there rather
+    than in host memory (4.9 GB a batch of 512 at Qwen3-VL-2B's 2 x 448 px)."""
     batched, errors = SERIAL_ENCODE(self, infer_requests, strict)
     if not batched:
         return batched, errors, None
-    collated = type(self.template).data_collator(
-        self.template, [{k: v for k, v in b.items() if k != "template_inputs"} for b in batched])
+    samples = [{k: v for k, v in b.items() if k != "template_inputs"} for b in batched]
+    collate = type(self.template).data_collator
     device = self.model.device
     if device.type != "cuda":
-        return batched, errors, on_device(collated, device, None)
-    stream = torch.cuda.Stream(device)
+        return batched, errors, on_device(collate(self.template, samples), device, None)
+    stream, dtype = torch.cuda.Stream(device), pixel_dtype(self.model)
     with torch.cuda.stream(stream):
-        collated = on_device(collated, device, pixel_dtype(self.model))
+        for sample in samples:
+            sample.update({k: on_device(v, device, dtype) for k, v in sample.items() if k.startswith("pixel_values")})
+        collated = on_device(collate(self.template, samples), device, dtype)
     stream.synchronize()
     return batched, errors, collated
 
