@@ -44,10 +44,10 @@ from stages.params.tree import flatten, merge
 from stages.train import launch_env, sft_argv
 
 PARTS = ("swift_gpu", "seeds_train", "swift_infer", "swift_infer_serial", "seeds_infer", "swift_slow", "hf_batch_infer")
-FULL = dict(shape="2b", image_size=448, samples=640, train_rows=6400, warmup=3, seeds_steps=8, slow_steps=8, gpu_steps=200,
-            seeds_infer=16, infer_batches=4, new_tokens=32, embed_std=0.02, seeds_dropout=0.05)
+FULL = dict(shape="2b", image_size=448, samples=640, train_rows=12800, warmup=3, seeds_steps=8, slow_steps=8,
+            gpu_steps=200, seeds_infer=16, infer_batches=4, serial_batches=2, new_tokens=32, embed_std=0.02, seeds_dropout=0.05)
 SMOKE = dict(shape="tiny", image_size=64, samples=24, train_rows=24, warmup=1, seeds_steps=3, slow_steps=3, gpu_steps=3,
-             seeds_infer=3, infer_batches=3, new_tokens=8, batch=4, infer_batch=4, embed_std=0.02, seeds_dropout=0.05,
+             seeds_infer=3, infer_batches=3, serial_batches=3, new_tokens=8, batch=4, infer_batch=4, embed_std=0.02, seeds_dropout=0.05,
              seeds_batch=(2, 2))
 
 
@@ -277,24 +277,26 @@ def without(argv: list[str], part: list[str]) -> list[str]:
 
 
 def differing(work: Path, a: str, b: str) -> dict:
-    """How many of two infer parts' answers differ, row by row (same samples, same order)."""
+    """How many of two infer parts' answers differ, row by row (same samples, same order; the first rows of the
+    longer one)."""
     x, y = (read_jsonl(work / "out" / f"{n}.jsonl") for n in (a, b))
-    return {"rows": len(x), "differing": sum(r["response"] != q["response"] for r, q in zip(x, y))}
+    return {"rows": min(len(x), len(y)), "differing": sum(r["response"] != q["response"] for r, q in zip(x, y))}
 
 
 def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str, plugins: bool = True,
                 profile: bool = False) -> dict:
     """The infer stage's `swift infer` command line on `infer_batches` batches of the training rows (speed does
     not depend on whether a sample was trained on), run through bench/time_infer.py for per-batch times;
-    `plugins=False`: without the stage's speed plugins (stages/speed/), as ms-swift runs alone; `profile`: two
+    `plugins=False`: without the stage's speed plugins (stages/speed/), as ms-swift runs alone, on
+    `serial_batches` batches in one engine call (--write_batch_size 0, as with the plugins); `profile`: two
     batches, the second one's generate under torch's profiler (logs/NAME.txt, also in the result)."""
     rows, batch = read_jsonl(work / "data/dataset/train.jsonl"), p["infer"]["max_batch_size"]
-    n = batch * (2 if profile else cfg["infer_batches"])
+    n = batch * (2 if profile else cfg["serial_batches"] if not plugins else cfg["infer_batches"])
     write_jsonl(work / f"data/dataset/test_{n}.jsonl", (rows * n)[:n])
     result, clock = work / "out" / f"{name}.jsonl", logs / f"{name}_times.json"
     result.unlink(missing_ok=True)   # swift infer appends
     argv = infer_argv(p, "base", str(result.relative_to(work)), dataset=f"data/dataset/test_{n}.jsonl")
-    argv = argv if plugins else without(argv, plugin_argv(p))
+    argv = argv if plugins else without(argv, plugin_argv(p)) + ["--write_batch_size", "0"]
     report = logs / f"{name}.txt"
     wall = timed([sys.executable, "-m", "bench.time_infer", str(clock), *(["--profile", str(report)] if profile else []),
                   "--", *argv[2:]], {**launch_env(p), **with_repo()}, work, logs / f"{name}.log")
