@@ -69,3 +69,28 @@ def test_the_vision_tower_gives_the_same_features_with_the_plugin(tmp_path, monk
     assert calls == [1] * len(GRID) * 2                # transformers' own path: a call per image and layer
     for a, b in zip(packed, per_image, strict=True):
         assert torch.equal(a, b)
+
+
+def test_on_device_casts_only_the_pixels_and_only_floating_tensors():
+    """The prefetched batch is what ms-swift's to_device gives, except the pixels in the vision tower's dtype (the
+    tower casts them first thing, so the numbers it computes with are the same)."""
+    from stages.speed.prefetch import on_device
+
+    batch = {"input_ids": torch.tensor([[1, 2]]), "pixel_values": torch.tensor([[0.1, 0.2]]),
+             "image_grid_thw": torch.tensor([[1, 2, 2]]), "pixel_values_videos": None, "nested": [torch.ones(1)]}
+    out = on_device(batch, torch.device("cpu"), torch.bfloat16)
+    assert out["pixel_values"].dtype == torch.bfloat16
+    assert torch.equal(out["pixel_values"], batch["pixel_values"].to(torch.bfloat16))
+    assert out["input_ids"].dtype == torch.int64 and out["image_grid_thw"].dtype == torch.int64
+    assert out["nested"][0].dtype == torch.float32 and out["pixel_values_videos"] is None
+    assert on_device(batch, torch.device("cpu"), None)["pixel_values"].dtype == torch.float32
+
+
+def test_pixel_dtype_is_the_patch_embedding_s(tmp_path):
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from stages.speed.prefetch import pixel_dtype
+
+    build_tiny_qwen3_vl(tmp_path, 42)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert pixel_dtype(model) == torch.bfloat16 and pixel_dtype(torch.nn.Linear(2, 2)) is None

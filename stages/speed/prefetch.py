@@ -1,12 +1,13 @@
 """An ms-swift plugin (`--external_plugins`): `swift infer` with the transformers backend prepares the next batch
-(encode, collate, copy to the GPU) on a worker thread while the GPU generates the current one.
+(encode; on a GPU also collate and copy there) on a worker thread while the model generates the current one.
 
 ms-swift's `TransformersEngine._infer` runs each batch's preparation and its generation one after the other: on an
 H100 with Qwen3-VL-2B at batch 512, 3.3 s of encode (template and image processor), then 2-6 s of collating 4.9 GB
 of float32 pixels and copying them to the GPU, then 6.2-6.9 s of generate (bench/FINDINGS.md, 3.1). Here a worker
 thread runs ms-swift's own `_batch_encode` and the template's own `data_collator` for batch k+1 as soon as batch
-k's generation begins, and copies the collated tensors to the model's device on a stream of its own; `_infer`
-takes them when it asks for them. The batches, their order, the encoding, collating and generation code are
+k's generation begins, and copies the collated tensors to the GPU on a stream of its own; `_infer` takes them when
+it asks for them. On a CPU the worker only encodes: collating there competed with generate for the same cores
+(21.8 s against 21.1 s for the default pipeline's 480 test rows, 2 cores; encode only: no difference). The batches, their order, the encoding, collating and generation code are
 ms-swift's, so the predictions are the same; only the waiting overlaps. Streaming requests (`swift deploy`) take
 ms-swift's path unchanged.
 """
@@ -57,18 +58,15 @@ def prepare(self, infer_requests, strict):
     Each sample's pixels go to the GPU before the collate, so that the template concatenates them there rather
     than in host memory (4.9 GB a batch of 512 at Qwen3-VL-2B's 2 x 448 px)."""
     batched, errors = SERIAL_ENCODE(self, infer_requests, strict)
-    if not batched:
+    device = self.model.device
+    if not batched or device.type != "cuda":   # on a CPU the collate competes with generate for the same cores
         return batched, errors, None
     samples = [{k: v for k, v in b.items() if k != "template_inputs"} for b in batched]
-    collate = type(self.template).data_collator
-    device = self.model.device
-    if device.type != "cuda":
-        return batched, errors, on_device(collate(self.template, samples), device, None)
     stream, dtype = torch.cuda.Stream(device), pixel_dtype(self.model)
     with torch.cuda.stream(stream):
         for sample in samples:
             sample.update({k: on_device(v, device, dtype) for k, v in sample.items() if k.startswith("pixel_values")})
-        collated = on_device(collate(self.template, samples), device, dtype)
+        collated = on_device(type(self.template).data_collator(self.template, samples), device, dtype)
     stream.synchronize()
     return batched, errors, collated
 
@@ -78,7 +76,8 @@ def _batch_encode(self, infer_requests, strict):
     if prefetched is not None and prefetched[0] is infer_requests:
         self._prefetched = None
         batched, errors, collated = prefetched[1].result()   # an encoding error is raised here, as ms-swift would
-        self.template._collated = (batched, collated)
+        if collated is not None:
+            self.template._collated = (batched, collated)
         return batched, errors
     return SERIAL_ENCODE(self, infer_requests, strict)
 
