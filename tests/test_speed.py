@@ -94,3 +94,56 @@ def test_pixel_dtype_is_the_patch_embedding_s(tmp_path):
     build_tiny_qwen3_vl(tmp_path, 42)
     model = Qwen3VLForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16)
     assert pixel_dtype(model) == torch.bfloat16 and pixel_dtype(torch.nn.Linear(2, 2)) is None
+
+
+def test_append_is_concatenation_and_reuses_its_room():
+    from stages.speed.kv_cache import append
+
+    torch.manual_seed(0)
+    prompt, steps = torch.randn(3, 2, 5, 4), [torch.randn(3, 2, 1, 4) for _ in range(4)]
+    cached, buffer = append(torch.tensor([]), None, prompt, room=2)
+    assert torch.equal(cached, prompt) and buffer.shape == (3, 2, 7, 4)
+    expected, first = prompt, buffer
+    for step in steps:
+        cached, buffer = append(cached, buffer, step, room=2)
+        expected = torch.cat([expected, step], dim=-2)
+        assert torch.equal(cached, expected)
+    assert buffer.shape[-2] == 8 + 2 and first.shape[-2] == 7   # the 8th position outgrew the room: made again
+    cropped = cached[..., :6, :]                                   # a crop is a prefix: written over in place
+    again, same = append(cropped, buffer, steps[0], room=2)
+    assert same is buffer and torch.equal(again, torch.cat([cropped, steps[0]], dim=-2))
+    selected = cached[[2, 0]]                                      # a beam reorder is a new tensor: a new buffer
+    moved, fresh = append(selected, buffer, steps[1][:2], room=2)
+    assert fresh is not buffer and torch.equal(moved, torch.cat([selected, steps[1][:2]], dim=-2))
+
+
+def test_generate_gives_the_same_tokens_with_the_kv_room(tmp_path, monkeypatch):
+    """The tiny Qwen3-VL's greedy generation over a padded batch, with the layer writing into its room (forced on,
+    as on a GPU): the same tokens and the same final logits as transformers' concatenation."""
+    from transformers import Qwen3VLForConditionalGeneration
+    from transformers.cache_utils import DynamicLayer
+
+    from stages.speed import kv_cache
+
+    build_tiny_qwen3_vl(tmp_path, 42)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    ids = torch.randint(10, 200, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0                                                # left padding, as ms-swift batches prompts
+
+    def run():
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=40, do_sample=False,
+                                 min_new_tokens=40, output_logits=True, return_dict_in_generate=True)
+        return out.sequences, out.logits[-1], out.past_key_values.layers[0]
+
+    assert DynamicLayer.update is kv_cache.update
+    monkeypatch.setattr(kv_cache, "CONCATENATE", kv_cache.CONCATENATE)
+    plain = run()
+    monkeypatch.setattr(kv_cache, "takes_room", lambda layer, keys: type(layer) is DynamicLayer)
+    roomy = run()
+    # 9 prompt positions + ROOM, until position 9 + ROOM + 1 needs one more buffer: 48 cached positions in all
+    assert not hasattr(plain[2], "_key_room") and roomy[2]._key_room.shape[-2] == 9 + kv_cache.ROOM + 1 + kv_cache.ROOM
+    assert roomy[2].keys.shape[-2] == plain[2].keys.shape[-2] == 9 + 40 - 1
+    assert torch.equal(plain[0], roomy[0])
+    torch.testing.assert_close(plain[1], roomy[1], rtol=1e-5, atol=1e-5)
