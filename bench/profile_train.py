@@ -5,9 +5,10 @@ profiler over a few steps after warm-up, and writes the top operators by GPU and
 """
 from __future__ import annotations
 
-import functools
 import sys
 import time
+
+from bench.time_train import add_to_every_trainer
 
 WARMUP, STEPS = 4, 3
 
@@ -33,14 +34,7 @@ def main() -> None:
                 prof.__exit__(None, None, None)
                 marks["end"] = time.perf_counter()
 
-    init = transformers.Trainer.__init__
-
-    @functools.wraps(init)      # ms-swift reads the signature to choose its keyword arguments
-    def with_window(self, *a, **k):
-        init(self, *a, **k)
-        self.add_callback(Window())
-    transformers.Trainer.__init__ = with_window
-
+    add_to_every_trainer(Window())
     from swift.pipelines import sft_main
     sft_main(argv)
     events = prof.key_averages()

@@ -13,6 +13,19 @@ import sys
 import time
 
 
+def add_to_every_trainer(callback) -> None:
+    """Give `callback` to every transformers Trainer made from now on in this process (ms-swift's included)."""
+    import transformers
+
+    init = transformers.Trainer.__init__
+
+    @functools.wraps(init)      # ms-swift reads the signature to choose its keyword arguments
+    def with_callback(self, *a, **k):
+        init(self, *a, **k)
+        self.add_callback(callback)
+    transformers.Trainer.__init__ = with_callback
+
+
 def main() -> None:
     import torch
     import transformers
@@ -28,14 +41,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             times.append(time.perf_counter())
 
-    init = transformers.Trainer.__init__
-
-    @functools.wraps(init)      # ms-swift reads the signature to choose its keyword arguments
-    def with_clock(self, *a, **k):
-        init(self, *a, **k)
-        self.add_callback(Clock())
-    transformers.Trainer.__init__ = with_clock
-
+    add_to_every_trainer(Clock())
     from swift.pipelines import sft_main
     sft_main(argv)
     with open(out, "w", encoding="utf-8") as f:
