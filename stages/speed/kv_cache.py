@@ -8,7 +8,8 @@ H100, bench/runs/14-h100-profile_infer.txt). Here the layer keeps its keys and v
 spare positions, writes the new ones after the cached ones, and returns the filled prefix: the same numbers (the prefix is a
 view whose batch and head strides skip the spare positions; the prompt's forward gets its own tensors back). When the room runs
 out, or another method replaced the tensors (cropping, beam reordering, reset), the buffer is made again. CPU
-tensors take transformers' own path, so the CPU default computes what it always did.
+tensors take transformers' own path, so the CPU default computes what it always did. Its GPU speed is not
+measured yet (bench/FINDINGS.md, 3.2); tests/test_speed.py shows the same tokens with it forced on.
 """
 from __future__ import annotations
 

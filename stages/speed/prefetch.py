@@ -6,10 +6,11 @@ H100 with Qwen3-VL-2B at batch 512, 3.3 s of encode (template and image processo
 of float32 pixels and copying them to the GPU, then 6.2-6.9 s of generate (bench/FINDINGS.md, 3.1). Here a worker
 thread runs ms-swift's own `_batch_encode` and the template's own `data_collator` for batch k+1 as soon as batch
 k's generation begins, and copies the collated tensors to the GPU on a stream of its own; `_infer` takes them when
-it asks for them. On a CPU the worker only encodes: collating there competed with generate for the same cores
-(21.8 s against 21.1 s for the default pipeline's 480 test rows, 2 cores; encode only: no difference). The batches, their order, the encoding, collating and generation code are
-ms-swift's, so the predictions are the same; only the waiting overlaps. Streaming requests (`swift deploy`) take
-ms-swift's path unchanged.
+it asks for them. On a GPU the worker starts once the current batch's vision tower is done (`vision_gate`). On a
+CPU it only encodes: collating there competed with generate for the same 2 cores (the default pipeline's 480 test
+rows: 22.3 s against 20.6 s, mean of 3; encoding only: 21.8 against 21.1, within the runs' spread). The batches,
+their order, the encoding, collating and generation code are ms-swift's, so the predictions are the same; only
+the waiting overlaps. Streaming requests (`swift deploy`) take ms-swift's path unchanged.
 """
 from __future__ import annotations
 
@@ -83,8 +84,9 @@ def vision_gate(self) -> threading.Event | None:
     """On a GPU, an event the vision tower sets at the end of each forward, so that the next batch's preparation
     starts once this batch's images are encoded: the worker's Python (ms-swift encodes on a pool of threads)
     holds the interpreter lock that the tower's many small steps wait for, and the tower took 4.8 s instead of
-    2.3 s with it running alongside (H100, run 14), while prefill and decoding were unaffected. None on a CPU or
-    for a model without a vision tower: the preparation starts with the batch."""
+    2.3 s with it running alongside (H100, run 14), while prefill and decoding were unaffected. The gate itself is
+    not measured on a GPU yet. None on a CPU or for a model without a vision tower: the preparation starts with
+    the batch."""
     if self.model.device.type != "cuda":
         return None
     if not hasattr(self, "_vision_gate"):
