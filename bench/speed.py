@@ -45,10 +45,11 @@ from stages.train import launch_env, sft_argv
 
 PARTS = ("swift_gpu", "seeds_train", "swift_infer", "swift_infer_serial", "seeds_infer", "swift_slow", "hf_batch_infer")
 FULL = dict(shape="2b", image_size=448, samples=640, train_rows=12800, warmup=3, seeds_steps=8, slow_steps=8,
-            gpu_steps=200, seeds_infer=16, infer_batches=4, serial_batches=2, new_tokens=32, embed_std=0.02, seeds_dropout=0.05)
-SMOKE = dict(shape="tiny", image_size=64, samples=24, train_rows=24, warmup=1, seeds_steps=3, slow_steps=3, gpu_steps=3,
-             seeds_infer=3, infer_batches=3, serial_batches=3, new_tokens=8, batch=4, infer_batch=4, embed_std=0.02, seeds_dropout=0.05,
-             seeds_batch=(2, 2))
+            gpu_steps=200, seeds_infer=16, infer_batches=4, serial_batches=2, new_tokens=32, embed_std=0.02,
+            seeds_dropout=0.05)
+SMOKE = dict(shape="tiny", image_size=64, samples=24, train_rows=24, warmup=1, seeds_steps=3, slow_steps=3,
+             gpu_steps=3, seeds_infer=3, infer_batches=3, serial_batches=3, new_tokens=8, batch=4, infer_batch=4,
+             embed_std=0.02, seeds_dropout=0.05, seeds_batch=(2, 2))
 
 
 def steady_rate(times: list[float], per_step: float, warmup: int) -> float:
@@ -241,7 +242,8 @@ def swift_train(work: Path, cfg: dict, p: dict, logs: Path, name: str, steps: in
     argv = timed_sft_argv(p, name, steps)
     shutil.rmtree(work / "out" / name, ignore_errors=True)
     clock = logs / f"{name}_times.json"
-    wall = timed([sys.executable, "-m", "bench.time_train", str(clock), "--warmup", str(cfg["warmup"]), "--", *argv[2:]],
+    wall = timed([sys.executable, "-m", "bench.time_train", str(clock), "--warmup", str(cfg["warmup"]), "--",
+                  *argv[2:]],
                  {**launch_env(p), **with_repo()}, work, logs / f"{name}.log")
     rows = read_jsonl(work / "out" / name / "logging.jsonl")
     t = p["train"]
@@ -298,8 +300,8 @@ def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str, plugins: 
     argv = infer_argv(p, "base", str(result.relative_to(work)), dataset=f"data/dataset/test_{n}.jsonl")
     argv = argv if plugins else without(argv, plugin_argv(p)) + ["--write_batch_size", "0"]
     report = logs / f"{name}.txt"
-    wall = timed([sys.executable, "-m", "bench.time_infer", str(clock), *(["--profile", str(report)] if profile else []),
-                  "--", *argv[2:]], {**launch_env(p), **with_repo()}, work, logs / f"{name}.log")
+    wall = timed([sys.executable, "-m", "bench.time_infer", str(clock),
+                  *(["--profile", str(report)] if profile else []), "--", *argv[2:]], {**launch_env(p), **with_repo()}, work, logs / f"{name}.log")
     if (written := len(read_jsonl(result))) != n:
         raise SystemExit(f"swift infer wrote {written} rows for {n} samples")
     clocked = json.loads(clock.read_text())

@@ -5,9 +5,10 @@ keys and values into room it keeps at the end, instead of concatenating the whol
 at batch 512 with Qwen3-VL-2B (28 layers, 8 KV heads of 128, ~460 cached positions) each call copies about 0.5 GB,
 1,736 calls a batch of 31 decoding steps, 0.58 s of the 5.5 s of GPU time in a batch's generate (torch profiler,
 H100, bench/runs/14-h100-profile_infer.txt). Here the layer keeps its keys and values in a buffer with `ROOM`
-spare positions, writes the new ones after the cached ones, and returns the filled prefix: the same numbers (the prefix is a
-view whose batch and head strides skip the spare positions; the prompt's forward gets its own tensors back). When the room runs
-out, or another method replaced the tensors (cropping, beam reordering, reset), the buffer is made again. CPU
+spare positions, writes the new ones after the cached ones, and returns the filled prefix: the same numbers (the
+prefix is a view whose batch and head strides skip the spare positions; the prompt's forward gets its own tensors
+back). When the room runs out, or another method replaced the tensors (cropping, beam reordering, reset), the
+buffer is made again. CPU
 tensors take transformers' own path, so the CPU default computes what it always did. Its GPU speed is not
 measured yet (bench/FINDINGS.md, 3.2); tests/test_speed.py shows the same tokens with it forced on.
 """
