@@ -301,7 +301,8 @@ def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str, plugins: 
     argv = argv if plugins else without(argv, plugin_argv(p)) + ["--write_batch_size", "0"]
     report = logs / f"{name}.txt"
     wall = timed([sys.executable, "-m", "bench.time_infer", str(clock),
-                  *(["--profile", str(report)] if profile else []), "--", *argv[2:]], {**launch_env(p), **with_repo()}, work, logs / f"{name}.log")
+                  *(["--profile", str(report)] if profile else []), "--", *argv[2:]],
+                 {**launch_env(p), **with_repo()}, work, logs / f"{name}.log")
     if (written := len(read_jsonl(result))) != n:
         raise SystemExit(f"swift infer wrote {written} rows for {n} samples")
     clocked = json.loads(clock.read_text())
