@@ -180,7 +180,9 @@ def test_the_gpu_profile_after_an_experiment_leaves_params_yaml_whole(reproduced
     said = r.stdout + r.stderr
     assert "corrupted" not in said, said[-3000:]
     params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
-    assert params["model"]["source"] == "modelscope" and params["train"]["per_device_train_batch_size"] == 32
+    profile = yaml.safe_load((repo / "params-gpu.yaml").read_text(encoding="utf-8"))
+    assert params["model"]["source"] == "modelscope"
+    assert params["train"]["per_device_train_batch_size"] == profile["train"]["per_device_train_batch_size"]
     assert params["train"]["lr_scheduler_type"] == "cosine" and params["train"]["freeze_parameters"] == []
     back_to_commit(repo)
 
