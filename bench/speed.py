@@ -293,7 +293,8 @@ def swift_infer(work: Path, cfg: dict, p: dict, logs: Path, name: str, plugins: 
     `serial_batches` batches in one engine call (--write_batch_size 0, as with the plugins); `profile`: two
     batches, the second one's generate under torch's profiler (logs/NAME.txt, also in the result)."""
     rows, batch = read_jsonl(work / "data/dataset/train.jsonl"), p["infer"]["max_batch_size"]
-    n = batch * (2 if profile else cfg["serial_batches"] if not plugins else cfg["infer_batches"])
+    batches = 2 if profile else cfg["infer_batches"] if plugins else cfg["serial_batches"]
+    n = batch * batches
     write_jsonl(work / f"data/dataset/test_{n}.jsonl", (rows * n)[:n])
     result, clock = work / "out" / f"{name}.jsonl", logs / f"{name}_times.json"
     result.unlink(missing_ok=True)   # swift infer appends
@@ -375,7 +376,8 @@ def report(results: dict) -> str:
              f"(2 images, {tok['train']} tokens per training sample, {tok['prompt']} in an inference prompt), "
              f"LoRA r64 on the language model's linear layers, {results['dtype']}, sdpa attention, up to "
              f"{cfg['new_tokens']} new tokens, greedy. Training rows: the {cfg['samples']} pairs repeated to "
-             f"{cfg.get('train_rows', cfg['samples'])}, so that the timed window lies in one epoch. Warm-up excluded (training: the first {cfg['warmup']} "
+             f"{cfg.get('train_rows', cfg['samples'])}, so that the timed window lies in one epoch. Warm-up excluded "
+             f"(training: the first {cfg['warmup']} "
              f"optimizer steps; inference: the first sample or batch of {cfg['infer_batches']}). "
              "MFU = samples/s x model FLOPs per sample / the "
              f"card's measured bf16 matrix-product rate ({fmt(results['matmul_tflops'], '.0f')} TFLOP/s, 8192^3); "
@@ -509,16 +511,16 @@ def main(argv: list[str] | None = None) -> None:
             results.setdefault("failed", {})[name] = str(e)[-2000:]
             continue
         flops_figures(results)
-        if {"swift_infer", "swift_infer_serial"} <= results["parts"].keys():
+        pair = {"swift_infer", "swift_infer_serial"}
+        if name in pair and pair <= results["parts"].keys():   # once, when the second of the two has run
             results["parity"] = differing(a.work, "swift_infer", "swift_infer_serial")
+            print(f"bench: parity {results['parity']}", flush=True)
         a.out.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
         r = results["parts"][name]
         if kind != "profile":
             print(f"bench: {name}: {r['samples_per_s']:.2f} samples/s, peak {r['peak_gib']} GiB, "
                   f"MFU {fmt(r['mfu'], '.1%')}" + (f", {r['phases_s']}" if r.get("phases_s") else "")
                   + (f", median {r['median_samples_per_s']:.2f}" if r.get("median_samples_per_s") else ""), flush=True)
-        if "parity" in results:
-            print(f"bench: parity {results['parity']}", flush=True)
     a.out.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
     (a.out.parent / "RESULTS.md").write_text(report(results), encoding="utf-8")
 

@@ -82,13 +82,11 @@ def main() -> None:
                 with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
                     result = fn(*a, **k)
                     sync()
+                from bench.profile_train import gpu_seconds, tables
+
                 events = prof.key_averages()
                 with open(profile_path, "w", encoding="utf-8") as f:
-                    busy = sum(e.self_device_time_total for e in events) / 1e6
-                    f.write(f"batch 2's generate: GPU kernels {busy:.3f} s\n\n")
-                    f.write(events.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=70))
-                    f.write("\n\n")
-                    f.write(events.table(sort_by="cpu_time_total", row_limit=40, max_name_column_width=70))
+                    f.write(f"batch 2's generate: GPU kernels {gpu_seconds(events):.3f} s\n\n{tables(events, 40)}")
                 return result
             return fn(*a, **k)
         return wrapper

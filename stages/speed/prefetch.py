@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 from swift.infer_engine import TransformersEngine
+from swift.utils import to_device
 from tqdm import tqdm
 
 SERIAL_INFER = TransformersEngine.infer
@@ -31,18 +32,14 @@ def batches(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def on_device(data, device: torch.device, pixel_dtype: torch.dtype | None):
-    """A collated batch on `device`, as ms-swift's `to_device` puts it, with the images' pixels cast to the vision
+def on_device(data: dict, device: torch.device, pixel_dtype: torch.dtype | None) -> dict:
+    """A sample or batch on `device`, as ms-swift's `to_device` puts it, with the images' pixels cast to the vision
     tower's dtype: the tower casts them first thing (`patch_embed`), so the cast gives the same numbers in half the
     memory while the next batch waits on the GPU."""
-    if isinstance(data, dict):
-        return {k: on_device(v, device, pixel_dtype if k.startswith("pixel_values") else None)
-                for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return type(data)(on_device(v, device, pixel_dtype) for v in data)
-    if isinstance(data, torch.Tensor):
-        data = data.to(device)
-        return data.to(pixel_dtype) if pixel_dtype is not None and data.is_floating_point() else data
+    data = to_device(data, device)
+    if pixel_dtype is not None:
+        data.update({k: v.to(pixel_dtype) for k, v in data.items()
+                     if k.startswith("pixel_values") and isinstance(v, torch.Tensor) and v.is_floating_point()})
     return data
 
 
@@ -67,8 +64,9 @@ def prepare(self, infer_requests, strict):
     stream, dtype = torch.cuda.Stream(device), pixel_dtype(self.model)
     with torch.cuda.stream(stream):
         for sample in samples:
-            sample.update({k: on_device(v, device, dtype) for k, v in sample.items() if k.startswith("pixel_values")})
-        collated = on_device(type(self.template).data_collator(self.template, samples), device, dtype)
+            sample.update(on_device({k: v for k, v in sample.items() if k.startswith("pixel_values")}, device, dtype))
+        # the class's collate: the instance's is collator()'s wrapper, which hands batches over to _infer
+        collated = to_device(type(self.template).data_collator(self.template, samples), device)
     stream.synchronize()
     return batched, errors, collated
 
