@@ -80,10 +80,10 @@ def after(gate: threading.Event | None, fn, *args):
 
 def vision_gate(self) -> threading.Event | None:
     """On a GPU, an event the vision tower sets at the end of each forward, so that the next batch's preparation
-    starts once this batch's images are encoded: the worker's Python (ms-swift encodes on a pool of threads)
-    holds the interpreter lock that the tower's many small steps wait for, and the tower took 4.8 s instead of
-    2.3 s with it running alongside (H100, run 14), while prefill and decoding were unaffected. The gate itself is
-    not measured on a GPU yet. None on a CPU or for a model without a vision tower: the preparation starts with
+    starts once this batch's images are encoded: with the worker running alongside, the tower took 4.8-5.9 s
+    against 2.3 s without (H100, run 14), while prefill and decoding were unaffected; the likely cause, not
+    measured, is the interpreter lock that ms-swift's pool of encoding threads holds and the tower's many small
+    steps wait for. The gate itself is not measured on a GPU yet. None on a CPU or for a model without a vision tower: the preparation starts with
     the batch."""
     if self.model.device.type != "cuda":
         return None
