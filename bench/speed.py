@@ -406,7 +406,7 @@ def report(results: dict) -> str:
     for n, r in parts.items():
         if r.get("phases_s") and r["kind"] != "profile":
             ph = r["phases_s"]
-            split = ", ".join(f"{k} {ph[k]:.2f} s" for k in ("vision", "prefill") if k in ph)
+            split = ", ".join(f"{k} {ph[k]:.2f} s" for k in ("rope_index", "vision", "prefill") if k in ph)
             lines += [f"{n}: per batch after the first, encode (template + image processor, CPU threads) "
                       f"{ph['encode']:.2f} s, collate (as `_infer` waits for it) {ph.get('collate', 0):.2f} s, "
                       f"generate (GPU) {ph['generate']:.2f} s" + (f" (of which {split})" if split else "") + "; "

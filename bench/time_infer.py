@@ -4,8 +4,8 @@ rate leaves out start-up, loading and the first batch. Each batch's time is also
 `encode` (the template and image processor on the CPU, ms-swift's thread pool; with stages/speed/prefetch.py
 on its worker thread, where it overlaps generate), `collate` (the template's data_collator as `_infer` calls it;
 near 0 when the prefetch plugin hands over a batch it collated), `pre_forward` (the template's hook before
-generate) and `generate`, itself split into `vision` (the vision tower's forward), `prefill` (the language
-model's first forward) and the rest, decoding.
+generate) and `generate`, itself split into `rope_index` (the multimodal position ids, once per batch),
+`vision` (the vision tower's forward), `prefill` (the language model's first forward) and the rest, decoding.
 
     python -m bench.time_infer TIMES.json [--profile PROFILE.txt] -- <swift infer arguments...>
 
@@ -28,7 +28,7 @@ def main() -> None:
     profile_path = head[head.index("--profile") + 1] if "--profile" in head else None
     times, sizes = [], []
     phases: dict[str, list[float]] = {"encode": [], "collate": [], "pre_forward": [], "generate": [], "vision": [],
-                                      "prefill": []}
+                                      "prefill": [], "rope_index": []}
     gpu = torch.cuda.is_available()
 
     def sync() -> None:
@@ -101,6 +101,9 @@ def main() -> None:
             template.data_collator = clock(template.data_collator, "collate", sync_gpu=False)
             template.pre_forward_hook = clock(template.pre_forward_hook, "pre_forward")
             template.generate = clock(generate(template.generate), "generate")
+            base = next((m for m in self.model.modules() if hasattr(type(m), "get_rope_index")), None)
+            if base is not None:
+                type(base).get_rope_index = clock(type(base).get_rope_index, "rope_index")
             for suffix, phase in (("visual", "vision"), ("language_model", "prefill")):
                 if (m := submodule(self.model, suffix)) is not None:
                     m.register_forward_pre_hook(start(phase))

@@ -37,6 +37,9 @@ def model_argv(p: dict, which: str, full_model: bool = False) -> list[str]:
     return argv
 
 
+PLUGINS = ("packed_vision", "rope_index", "stop_words", "kv_cache", "prefetch")
+
+
 def generation_argv(p: dict) -> list[str]:
     """Greedy, with the infer stage's token limit and batch size: what the scored predictions were made with."""
     i = p["infer"]
@@ -46,14 +49,14 @@ def generation_argv(p: dict) -> list[str]:
 
 def plugin_argv(p: dict) -> list[str]:
     """The transformers backend's speed plugins (stages/speed/): the vision tower's attention in one call per
-    image size, the next batch prepared while this one generates, and (on a GPU) a KV cache that decoding appends
-    to without copying it. Same predictions, in less time. The
-    overlap is within one call of ms-swift's engine, which `swift infer` makes per --write_batch_size rows
-    (default 1,000: 512 + 488 at batch 512, each shard's first encode waited for): 0 makes it one call."""
+    image size, the multimodal rope index and the stop-word check on the host, the next batch prepared while this
+    one generates, and (on a GPU) a KV cache that decoding appends to without copying it. Same predictions, in
+    less time. The overlap is within one call of ms-swift's engine, which `swift infer` makes per
+    --write_batch_size rows (default 1,000: 512 + 488 at batch 512, each shard's first encode waited for): 0 makes
+    it one call."""
     if p["infer"]["infer_backend"] != "transformers":
         return []
-    return ["--external_plugins", "stages/speed/packed_vision.py", "stages/speed/prefetch.py",
-            "stages/speed/kv_cache.py", "--write_batch_size", "0"]
+    return ["--external_plugins", *(f"stages/speed/{name}.py" for name in PLUGINS), "--write_batch_size", "0"]
 
 
 def infer_argv(p: dict, which: str, result_path: str, full_model: bool = False, dataset: str = TEST) -> list[str]:

@@ -147,3 +147,71 @@ def test_generate_gives_the_same_tokens_with_the_kv_room(tmp_path, monkeypatch):
     assert roomy[2].keys.shape[-2] == plain[2].keys.shape[-2] == 9 + 40 - 1
     assert torch.equal(plain[0], roomy[0])
     torch.testing.assert_close(plain[1], roomy[1], rtol=1e-5, atol=1e-5)
+
+
+def test_stopped_is_ms_swift_s_test():
+    from stages.speed.stop_words import stopped
+
+    assert stopped('{"a": 1}<|im_end|>', [1, 2], ["<|im_end|>"]) and not stopped("abc", [1, 2], ["<|im_end|>"])
+    assert stopped("", [5, 1, 2], [[1, 2]]) and not stopped("", [1, 2, 5], [[1, 2]])
+    assert not stopped("", [2], [[1, 2]]) and not stopped("x", [1], [[]])   # a row shorter than the word; []
+
+
+def test_the_stop_words_stop_the_same_rows_at_the_same_step(tmp_path):
+    """ms-swift's criteria and the plugin's, step by step over one growing batch: a str stop word, a two-token
+    list and a list longer than the 20 tokens ms-swift decodes; rows stop at different steps, two never do."""
+    from swift.template.utils import StopWordsCriteria
+    from transformers import AutoTokenizer
+
+    from stages.speed import stop_words
+
+    build_tiny_qwen3_vl(tmp_path, 42)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    end, brace, newline = 151_645, 92, 198
+    words = ["<|im_end|>", [brace, newline], [7] * 25]
+    torch.manual_seed(0)
+    ids = torch.randint(10, 60, (5, 12))                # random text tokens: none of the stop words
+    plan = {(0, 3): [end], (1, 6): [brace], (1, 7): [newline], (3, 2): [brace], (3, 4): [newline]}
+    own, plugin, first_stop = StopWordsCriteria(tokenizer, words), StopWordsCriteria(tokenizer, words), {}
+    assert StopWordsCriteria.__call__ is stop_words.__call__
+    for step in range(40):
+        new = torch.randint(10, 60, (5, 1))
+        for (row, at), token in plan.items():
+            if step == at:
+                new[row] = token[0]
+        if step >= 8:
+            new[2] = 7                                  # row 2 ends with 25 sevens at step 32
+        ids = torch.cat([ids, new], dim=1)
+        expected = stop_words.OWN(own, ids, None)
+        got = plugin(ids, None)
+        assert got.dtype == torch.bool and torch.equal(got, expected), step
+        first_stop.update({row: step for row in got.nonzero().flatten().tolist() if row not in first_stop})
+    assert first_stop == {0: 3, 1: 7, 2: 32}   # row 3's brace and newline are apart, row 4 has none: never
+
+
+def test_the_rope_index_is_the_same_through_host_copies(tmp_path, monkeypatch):
+    """The tiny Qwen3-VL's multimodal rope index over a left-padded batch of prompts with two images of two
+    sizes, through the host path (forced on, as on a GPU) and transformers' own."""
+    from PIL import Image
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+    from stages.speed import rope_index
+
+    build_tiny_qwen3_vl(tmp_path, 42)
+    processor = AutoProcessor.from_pretrained(tmp_path)
+    processor.tokenizer.padding_side = "left"
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tmp_path).eval()
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "focus?"}]}]
+    texts = [processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) + tail
+             for tail in ("", "a longer answer prefix")]
+    images = [Image.new("RGB", size, (200, 30, 30)) for size in ((64, 64), (32, 96), (96, 64), (64, 64))]
+    inputs = processor(text=texts, images=images, return_tensors="pt", padding=True)
+    keys = ("input_ids", "mm_token_type_ids", "image_grid_thw", "attention_mask")
+    args = {k: inputs[k] for k in keys}
+    assert inputs["attention_mask"][0].min() == 0 and len(set(map(tuple, inputs["image_grid_thw"].tolist()))) == 3
+
+    own = type(model.model).get_rope_index.__wrapped__(model.model, **args)
+    seen = []
+    monkeypatch.setattr(rope_index, "needs_host", lambda ids: seen.append(ids.device) or True)
+    hosted = model.model.get_rope_index(**args)
+    assert seen and all(torch.equal(a, b) for a, b in zip(own, hosted)) and len(hosted) == 2
