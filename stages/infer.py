@@ -37,7 +37,7 @@ def model_argv(p: dict, which: str, full_model: bool = False) -> list[str]:
     return argv
 
 
-PLUGINS = ("packed_vision", "rope_index", "stop_words", "kv_cache", "prefetch")
+PLUGINS = ("packed_vision", "vision_rope", "stop_words", "kv_cache", "prefetch")
 
 
 def generation_argv(p: dict) -> list[str]:
@@ -49,9 +49,9 @@ def generation_argv(p: dict) -> list[str]:
 
 def plugin_argv(p: dict) -> list[str]:
     """The transformers backend's speed plugins (stages/speed/): the vision tower's attention in one call per
-    image size, the multimodal rope index and the stop-word check on the host, the next batch prepared while this
-    one generates, and (on a GPU) a KV cache that decoding appends to without copying it. Same predictions, in
-    less time. The overlap is within one call of ms-swift's engine, which `swift infer` makes per
+    image size (and on a GPU its rotary embedding in one kernel), the stop-word check on the host, the next batch
+    prepared while this one generates, and (on a GPU) a KV cache that decoding appends to without copying it. The
+    same predictions (up to bf16 rounding on a GPU), in less time. The overlap is within one call of ms-swift's engine, which `swift infer` makes per
     --write_batch_size rows (default 1,000: 512 + 488 at batch 512, each shard's first encode waited for): 0 makes
     it one call."""
     if p["infer"]["infer_backend"] != "transformers":

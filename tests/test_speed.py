@@ -189,29 +189,25 @@ def test_the_stop_words_stop_the_same_rows_at_the_same_step(tmp_path):
     assert first_stop == {0: 3, 1: 7, 2: 32}   # row 3's brace and newline are apart, row 4 has none: never
 
 
-def test_the_rope_index_is_the_same_through_host_copies(tmp_path, monkeypatch):
-    """The tiny Qwen3-VL's multimodal rope index over a left-padded batch of prompts with two images of two
-    sizes, through the host path (forced on, as on a GPU) and transformers' own."""
-    from PIL import Image
-    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
-    from stages.speed import rope_index
+def test_the_compiled_vision_rotary_embedding_is_transformers_within_a_rounding(monkeypatch):
+    """Qwen3-VL's vision rotary embedding over bf16 queries and keys of two patch counts, compiled (forced on, as
+    on a GPU; one dynamic-shape kernel) against transformers' own: every element within one bf16 rounding step
+    (the fused multiply-add), nearly all equal."""
+    from transformers.models.qwen3_vl import modeling_qwen3_vl as qwen3_vl
 
-    build_tiny_qwen3_vl(tmp_path, 42)
-    processor = AutoProcessor.from_pretrained(tmp_path)
-    processor.tokenizer.padding_side = "left"
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tmp_path).eval()
-    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "focus?"}]}]
-    texts = [processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) + tail
-             for tail in ("", "a longer answer prefix")]
-    images = [Image.new("RGB", size, (200, 30, 30)) for size in ((64, 64), (32, 96), (96, 64), (64, 64))]
-    inputs = processor(text=texts, images=images, return_tensors="pt", padding=True)
-    keys = ("input_ids", "mm_token_type_ids", "image_grid_thw", "attention_mask")
-    args = {k: inputs[k] for k in keys}
-    assert inputs["attention_mask"][0].min() == 0 and len(set(map(tuple, inputs["image_grid_thw"].tolist()))) == 3
+    from stages.speed import vision_rope
 
-    own = type(model.model).get_rope_index.__wrapped__(model.model, **args)
-    seen = []
-    monkeypatch.setattr(rope_index, "needs_host", lambda ids: seen.append(ids.device) or True)
-    hosted = model.model.get_rope_index(**args)
-    assert seen and all(torch.equal(a, b) for a, b in zip(own, hosted)) and len(hosted) == 2
+    fused = qwen3_vl.apply_rotary_pos_emb_vision
+    assert fused._fused
+    monkeypatch.setattr(vision_rope, "compiles", lambda q: True)
+    torch.manual_seed(0)
+    for patches in (300, 784):
+        q, k = (torch.randn(patches, 4, 16, dtype=torch.bfloat16) for _ in range(2))
+        angles = torch.randn(patches, 16)
+        expected = fused.__wrapped__(q, k, angles.cos(), angles.sin())
+        got = fused(q, k, angles.cos(), angles.sin())
+        for a, b in zip(got, expected):
+            assert a.dtype == torch.bfloat16 and a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=2 ** -7, atol=2 ** -7)
+            assert (a != b).float().mean() < 0.01

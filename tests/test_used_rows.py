@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stages.common import load_params
-from stages.training.plugins import PACKED_VISION, plugin_argv
+from stages.training.plugins import SPEED, plugin_argv
 from stages.training.used_rows import UsedRowsHead, column_of, swap_head, used_rows
 from tests.conftest import shipped
 
@@ -95,7 +95,7 @@ def test_only_the_builtin_model_under_lora_with_its_output_layer_untouched_takes
         q[section][key] = value
         return plugin_argv(q)
 
-    only_speed = ["--external_plugins", PACKED_VISION]     # every run takes the packed vision attention
+    only_speed = ["--external_plugins", *SPEED]     # every run takes the vision tower's speed plugins
     assert changed("model", "source", "local") == only_speed
     assert changed("train", "tuner_type", "full") == only_speed
     assert changed("train", "use_liger_kernel", True) == only_speed

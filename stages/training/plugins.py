@@ -1,12 +1,13 @@
 """Which ms-swift plugins (`--external_plugins`, files in this repository) a `swift sft` run takes."""
 from __future__ import annotations
 
-PACKED_VISION = "stages/speed/packed_vision.py"
+SPEED = ("stages/speed/packed_vision.py", "stages/speed/vision_rope.py")
 
 
 def plugin_argv(p: dict) -> list[str]:
     """Every run: the vision tower's attention in one call per image size (stages/speed/packed_vision.py), the
-    same result as transformers' call per image. The builtin model adds its loss over the output rows its
+    same result as transformers' call per image, and on a GPU its rotary embedding in one compiled kernel
+    (stages/speed/vision_rope.py). The builtin model adds its loss over the output rows its
     tokenizer uses (stages/training/used_rows.py): the same loss and gradients as the full 151,936-row head, in
     a fifth of the step time on a CPU; only under LoRA with the output layer untouched (its zero rows stay
     zero) and without Liger (which never forms the logits)."""
@@ -14,6 +15,6 @@ def plugin_argv(p: dict) -> list[str]:
     touched = any(name in module for module in lora["target_modules"] + lora["modules_to_save"]
                   for name in ("lm_head", "embed_tokens"))
     if p["model"]["source"] != "builtin" or t["tuner_type"] != "lora" or touched or t["use_liger_kernel"]:
-        return ["--external_plugins", PACKED_VISION]
-    return ["--external_plugins", PACKED_VISION, "stages/training/used_rows.py", "--loss_type", "used_rows",
+        return ["--external_plugins", *SPEED]
+    return ["--external_plugins", *SPEED, "stages/training/used_rows.py", "--loss_type", "used_rows",
             "--callbacks", "used_rows"]
