@@ -15,7 +15,6 @@ the waiting overlaps. Streaming requests (`swift deploy`) take ms-swift's path u
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -26,12 +25,13 @@ from tqdm import tqdm
 
 SERIAL_INFER = TransformersEngine.infer
 SERIAL_ENCODE = TransformersEngine._batch_encode
-# The interpreter's switch interval while a GPU batch generates beside the worker's encoding. torch lets go of the
-# interpreter lock in every operator call and takes it back afterwards; while an encoding thread runs Python, the
-# generating thread waits up to the interval (5 ms by default) each time. Measured on an H100 with the worker
-# encoding alongside: prefill 3.43 s against 2.05 s without it, decoding 0.96-1.9 s against 0.36 s
-# (bench/runs/15-h100-*). 0.1 ms bounds that wait at a few hundred microseconds per thousand operators.
-SWITCH_S = 1e-4
+# Intra-op threads of torch's CPU operators while a GPU batch generates beside the worker's encoding. ms-swift
+# encodes on one thread per core, and each sample's image processing is torch CPU operators (to float, normalise,
+# patchify, concatenate: 26 ms a sample on a 2-core Xeon, cProfile), each of which fans out over the intra-op
+# pool: on a 16-core GPU host up to 16 x 16 threads. With that encoding beside it, the generating thread's prefill
+# took 3.2-3.5 s against 2.05 s alone (H100, runs 15 and 16); a 0.1 ms interpreter switch interval changed nothing
+# (run 16), so the likely cause, not measured, is those threads crowding out the one that launches the kernels.
+ENCODE_THREADS = 1
 
 
 def batches(items: list, size: int) -> list[list]:
@@ -80,15 +80,16 @@ def prepare(self, infer_requests, strict):
 
 
 @contextlib.contextmanager
-def switch_interval(seconds: float | None):
-    """The interpreter's switch interval set to `seconds` (None: left as it is) for the block, then restored."""
-    previous = sys.getswitchinterval()
-    if seconds is not None:
-        sys.setswitchinterval(seconds)
+def intra_op_threads(n: int | None):
+    """torch's intra-op thread count set to `n` (None: left as it is) for the block, then restored. Threads
+    started inside the block (ms-swift's encoding pool) take `n` when they first run an operator."""
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
-        sys.setswitchinterval(previous)
+        torch.set_num_threads(previous)
 
 
 def after(gate: threading.Event | None, fn, *args):
@@ -166,7 +167,7 @@ def infer(self, infer_requests, request_config=None, metrics=None, *, use_tqdm=N
         self.template.data_collator = collator(self.template)
     strict, chunks, results = getattr(self, "strict", True), batches(infer_requests, self.max_batch_size), []
     gate = vision_gate(self)
-    with switch_interval(SWITCH_S if gate is not None else None), ThreadPoolExecutor(max_workers=1) as pool, \
+    with intra_op_threads(ENCODE_THREADS if gate is not None else None), ThreadPoolExecutor(max_workers=1) as pool, \
             tqdm(total=len(infer_requests), dynamic_ncols=True, disable=use_tqdm is False) as bar:
         ready: Future = pool.submit(prepare, self, chunks[0], strict)
         for k, chunk in enumerate(chunks):
