@@ -51,9 +51,9 @@ def plugin_argv(p: dict) -> list[str]:
     """The transformers backend's speed plugins (stages/speed/): the vision tower's attention in one call per
     image size (and on a GPU its rotary embedding in one kernel), the stop-word check on the host, the next batch
     prepared while this one generates, and (on a GPU) a KV cache that decoding appends to without copying it. The
-    same predictions (up to bf16 rounding on a GPU), in less time. The overlap is within one call of ms-swift's engine, which `swift infer` makes per
-    --write_batch_size rows (default 1,000: 512 + 488 at batch 512, each shard's first encode waited for): 0 makes
-    it one call."""
+    same predictions (up to bf16 rounding on a GPU), in less time. The overlap is within one call of ms-swift's
+    engine, which `swift infer` makes per --write_batch_size rows (default 1,000: 512 + 488 at batch 512, each
+    shard's first encode waited for): 0 makes it one call."""
     if p["infer"]["infer_backend"] != "transformers":
         return []
     return ["--external_plugins", *(f"stages/speed/{name}.py" for name in PLUGINS), "--write_batch_size", "0"]

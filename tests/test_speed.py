@@ -212,16 +212,3 @@ def test_the_compiled_vision_rotary_embedding_is_transformers_within_a_rounding(
             torch.testing.assert_close(a, b, rtol=2 ** -7, atol=2 ** -7)
             assert (a != b).float().mean() < 0.01
 
-
-def test_intra_op_threads_reach_threads_started_inside_and_are_restored():
-    from concurrent.futures import ThreadPoolExecutor
-
-    from stages.speed.prefetch import intra_op_threads
-
-    before = torch.get_num_threads()
-    with intra_op_threads(1):
-        with ThreadPoolExecutor(1) as pool:   # as ms-swift's encoding pool, started inside the block
-            inside = pool.submit(torch.get_num_threads).result()
-    with intra_op_threads(None):
-        untouched = torch.get_num_threads()
-    assert inside == 1 and torch.get_num_threads() == untouched == before

@@ -14,7 +14,6 @@ the waiting overlaps. Streaming requests (`swift deploy`) take ms-swift's path u
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -25,13 +24,6 @@ from tqdm import tqdm
 
 SERIAL_INFER = TransformersEngine.infer
 SERIAL_ENCODE = TransformersEngine._batch_encode
-# Intra-op threads of torch's CPU operators while a GPU batch generates beside the worker's encoding. ms-swift
-# encodes on one thread per core, and each sample's image processing is torch CPU operators (to float, normalise,
-# patchify, concatenate: 26 ms a sample on a 2-core Xeon, cProfile), each of which fans out over the intra-op
-# pool: on a 16-core GPU host up to 16 x 16 threads. With that encoding beside it, the generating thread's prefill
-# took 3.2-3.5 s against 2.05 s alone (H100, runs 15 and 16); a 0.1 ms interpreter switch interval changed nothing
-# (run 16), so the likely cause, not measured, is those threads crowding out the one that launches the kernels.
-ENCODE_THREADS = 1
 
 
 def batches(items: list, size: int) -> list[list]:
@@ -79,19 +71,6 @@ def prepare(self, infer_requests, strict):
     return batched, errors, collated
 
 
-@contextlib.contextmanager
-def intra_op_threads(n: int | None):
-    """torch's intra-op thread count set to `n` (None: left as it is) for the block, then restored. Threads
-    started inside the block (ms-swift's encoding pool) take `n` when they first run an operator."""
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def after(gate: threading.Event | None, fn, *args):
     """`fn(*args)` once `gate` is set (at once when there is no gate)."""
     if gate is not None:
@@ -104,7 +83,8 @@ def vision_gate(self) -> threading.Event | None:
     starts once this batch's images are encoded: with the worker running alongside, the tower took 4.8-5.9 s
     against 2.3 s without (H100, run 14), while prefill and decoding were unaffected; the likely cause, not
     measured, is the interpreter lock that ms-swift's pool of encoding threads holds and the tower's many small
-    steps wait for. With the gate: 2.31-2.42 s against 2.29 s alone (H100, run 15). None on a CPU or for a model
+    steps wait for. With the gate: 2.31-2.42 s against 2.29 s alone (H100, run 15); the slowdown moved to the
+    prefill and decoding that now run beside the encoding (bench/FINDINGS.md, 3.3). None on a CPU or for a model
     without a vision tower: the preparation starts with the batch."""
     if self.model.device.type != "cuda":
         return None
@@ -167,7 +147,7 @@ def infer(self, infer_requests, request_config=None, metrics=None, *, use_tqdm=N
         self.template.data_collator = collator(self.template)
     strict, chunks, results = getattr(self, "strict", True), batches(infer_requests, self.max_batch_size), []
     gate = vision_gate(self)
-    with intra_op_threads(ENCODE_THREADS if gate is not None else None), ThreadPoolExecutor(max_workers=1) as pool, \
+    with ThreadPoolExecutor(max_workers=1) as pool, \
             tqdm(total=len(infer_requests), dynamic_ncols=True, disable=use_tqdm is False) as bar:
         ready: Future = pool.submit(prepare, self, chunks[0], strict)
         for k, chunk in enumerate(chunks):
