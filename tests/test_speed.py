@@ -1,5 +1,5 @@
-"""The speed plugins (stages/speed/): the packed vision attention gives transformers' per-image result (the
-predictions with and without both plugins are compared on a trained model in test_pipeline_e2e.py)."""
+"""The speed plugins (stages/speed/) against transformers' and ms-swift's own paths (the predictions with and
+without all of them are compared on a trained model in test_pipeline_e2e.py)."""
 import torch
 import torch.nn.functional as F
 
@@ -189,7 +189,6 @@ def test_the_stop_words_stop_the_same_rows_at_the_same_step(tmp_path):
     assert first_stop == {0: 3, 1: 7, 2: 32}   # row 3's brace and newline are apart, row 4 has none: never
 
 
-
 def test_the_compiled_vision_rotary_embedding_is_transformers_within_a_rounding(monkeypatch):
     """Qwen3-VL's vision rotary embedding over bf16 queries and keys of two patch counts, compiled (forced on, as
     on a GPU; one dynamic-shape kernel) against transformers' own: every element within one bf16 rounding step
@@ -212,3 +211,36 @@ def test_the_compiled_vision_rotary_embedding_is_transformers_within_a_rounding(
             torch.testing.assert_close(a, b, rtol=2 ** -7, atol=2 ** -7)
             assert (a != b).float().mean() < 0.01
 
+
+def test_a_failed_compile_falls_back_to_transformers_function_once(monkeypatch, caplog):
+    from stages.speed import vision_rope
+
+    calls = []
+
+    def broken(fn, **kwargs):
+        def compiled(*args):
+            calls.append(args)
+            raise RuntimeError("no working C compiler\nmore detail")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(vision_rope, "compiles", lambda q: True)
+    apply = vision_rope.fused(lambda q, k, cos, sin: (q * cos, k * sin))
+    q = torch.ones(2, 3)
+    with caplog.at_level("WARNING"):
+        first, second = apply(q, q, 2.0, 3.0), apply(q, q, 2.0, 3.0)
+    assert all(torch.equal(a, b) for a, b in zip(first, (q * 2, q * 3))) and len(first) == len(second) == 2
+    assert len(calls) == 1 and caplog.text.count("torch.compile failed (RuntimeError: no working C compiler)") == 1
+
+
+def test_the_stop_words_take_over_a_check_ms_swift_began(tmp_path):
+    from swift.template.utils import StopWordsCriteria
+    from transformers import AutoTokenizer
+
+    from stages.speed import stop_words
+
+    build_tiny_qwen3_vl(tmp_path, 42)
+    criteria = StopWordsCriteria(AutoTokenizer.from_pretrained(tmp_path), [[7, 7]])
+    ids = torch.tensor([[20, 7, 7], [20, 21, 7]])
+    assert stop_words.OWN(criteria, ids, None).tolist() == [True, False]
+    assert criteria(torch.cat([ids, torch.tensor([[30], [7]])], dim=1), None).tolist() == [True, True]

@@ -1,4 +1,6 @@
 """ms-swift plugins (`--external_plugins`) that make the same computation faster: one attention call per image
-size in the vision tower (packed_vision.py), the next batch prepared while the model generates (prefetch.py), and
-a KV cache that decoding appends to without copying it (kv_cache.py, GPU only). None changes what is computed:
-tests/test_speed.py checks their outputs against transformers' and ms-swift's own paths."""
+size in the vision tower (packed_vision.py), its rotary embedding in one compiled kernel (vision_rope.py, GPU
+only), the stop-word check on the host (stop_words.py), the next batch prepared while the model generates
+(prefetch.py), and a KV cache that decoding appends to without copying it (kv_cache.py, GPU only).
+tests/test_speed.py checks their outputs against transformers' and ms-swift's own paths; on a GPU, bf16 rounding
+changes a few answers (bench/FINDINGS.md, 3.3)."""
