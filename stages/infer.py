@@ -9,6 +9,7 @@ import logging
 import sys
 
 from stages.common import ROOT, count, read_jsonl, run, setup_logging, stage_params, swift_env, swift_exe
+from stages.speed import plugin_files
 from stages.storage.atomic import atomic_file
 
 TEST = "data/dataset/test.jsonl"
@@ -37,7 +38,7 @@ def model_argv(p: dict, which: str, full_model: bool = False) -> list[str]:
     return argv
 
 
-PLUGINS = ("packed_vision", "vision_rope", "stop_words", "kv_cache", "prefetch")
+PLUGINS = plugin_files("packed_vision", "vision_rope", "stop_words", "kv_cache", "prefetch")
 
 
 def generation_argv(p: dict) -> list[str]:
@@ -56,7 +57,7 @@ def plugin_argv(p: dict) -> list[str]:
     shard's first encode waited for): 0 makes it one call."""
     if p["infer"]["infer_backend"] != "transformers":
         return []
-    return ["--external_plugins", *(f"stages/speed/{name}.py" for name in PLUGINS), "--write_batch_size", "0"]
+    return ["--external_plugins", *PLUGINS, "--write_batch_size", "0"]
 
 
 def infer_argv(p: dict, which: str, result_path: str, full_model: bool = False, dataset: str = TEST) -> list[str]:

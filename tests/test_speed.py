@@ -138,7 +138,6 @@ def test_generate_gives_the_same_tokens_with_the_kv_room(tmp_path, monkeypatch):
         return out.sequences, out.logits[-1], out.past_key_values.layers[0]
 
     assert DynamicLayer.update is kv_cache.update
-    monkeypatch.setattr(kv_cache, "CONCATENATE", kv_cache.CONCATENATE)
     plain = run()
     monkeypatch.setattr(kv_cache, "takes_room", lambda layer, keys: type(layer) is DynamicLayer)
     roomy = run()

@@ -4,3 +4,8 @@ only), the stop-word check on the host (stop_words.py), the next batch prepared 
 (prefetch.py), and a KV cache that decoding appends to without copying it (kv_cache.py, GPU only).
 tests/test_speed.py checks their outputs against transformers' and ms-swift's own paths; on a GPU, bf16 rounding
 changes a few answers (bench/FINDINGS.md, 3.3)."""
+
+
+def plugin_files(*names: str) -> tuple[str, ...]:
+    """The named plugins as `--external_plugins` takes them: paths relative to the repository, where the stages run."""
+    return tuple(f"stages/speed/{name}.py" for name in names)

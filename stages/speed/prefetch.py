@@ -51,17 +51,16 @@ def pixel_dtype(model) -> torch.dtype | None:
     return None
 
 
-def prepare(self, infer_requests, strict):
-    """What `_infer` does before generate, on the worker thread: ms-swift's encode, the template's collate, and
-    the copy to the model's device, on the thread's own CUDA stream and finished before the batch is handed over.
-    Each sample's pixels go to the GPU before the collate, so that the template concatenates them there rather
-    than in host memory (4.9 GB a batch of 512 at Qwen3-VL-2B's 2 x 448 px)."""
+def prepare(self, infer_requests, strict, stream: torch.cuda.Stream | None, dtype: torch.dtype | None):
+    """What `_infer` does before generate, on the worker thread: ms-swift's encode, then on a GPU (`stream` given)
+    the template's collate and the copy to the model's device, on that stream and finished before the batch is
+    handed over. Each sample's pixels go to the GPU (cast to `dtype`) before the collate, so that the template
+    concatenates them there rather than in host memory (4.9 GB a batch of 512 at Qwen3-VL-2B's 2 x 448 px)."""
     batched, errors = SERIAL_ENCODE(self, infer_requests, strict)
-    device = self.model.device
-    if not batched or device.type != "cuda":   # on a CPU the collate competes with generate for the same cores
+    if not batched or stream is None:   # on a CPU the collate competes with generate for the same cores
         return batched, errors, None
+    device = self.model.device
     samples = [{k: v for k, v in b.items() if k != "template_inputs"} for b in batched]
-    stream, dtype = torch.cuda.Stream(device), pixel_dtype(self.model)
     with torch.cuda.stream(stream):
         for sample in samples:
             sample.update(on_device({k: v for k, v in sample.items() if k.startswith("pixel_values")}, device, dtype))
@@ -147,15 +146,17 @@ def infer(self, infer_requests, request_config=None, metrics=None, *, use_tqdm=N
         self.template.data_collator = collator(self.template)
     strict, chunks, results = getattr(self, "strict", True), batches(infer_requests, self.max_batch_size), []
     gate = vision_gate(self)
+    device = self.model.device   # the worker's copy stream and pixel dtype, once for all batches
+    copy = (torch.cuda.Stream(device), pixel_dtype(self.model)) if device.type == "cuda" else (None, None)
     with ThreadPoolExecutor(max_workers=1) as pool, \
             tqdm(total=len(infer_requests), dynamic_ncols=True, disable=use_tqdm is False) as bar:
-        ready: Future = pool.submit(prepare, self, chunks[0], strict)
+        ready: Future = pool.submit(prepare, self, chunks[0], strict, *copy)
         for k, chunk in enumerate(chunks):
             self._prefetched = (chunk, ready)
             if gate is not None:
                 gate.clear()   # the worker's next preparation waits for this batch's vision tower
             if k + 1 < len(chunks):   # queued behind this batch's preparation
-                ready = pool.submit(after, gate, prepare, self, chunks[k + 1], strict)
+                ready = pool.submit(after, gate, prepare, self, chunks[k + 1], strict, *copy)
             try:
                 results += self._infer(chunk, request_config, adapter_request=adapter_request)
             finally:

@@ -1,9 +1,11 @@
 """Which ms-swift plugins (`--external_plugins`, files in this repository) a `swift sft` run takes."""
 from __future__ import annotations
 
+from stages.speed import plugin_files
+
 # The vision rotary plugin (stages/speed/vision_rope.py) is for inference only: in training (batch 48, frozen
 # tower) it gave 58.3 samples/s against 58.5 without (H100, runs 16 and 15).
-SPEED = ("stages/speed/packed_vision.py",)
+SPEED = plugin_files("packed_vision")
 
 
 def plugin_argv(p: dict) -> list[str]:
