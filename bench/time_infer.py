@@ -2,7 +2,8 @@
 process and records the time at which every batch's generation returns (GPU synchronised), so the steady
 rate leaves out start-up, loading and the first batch. Each batch's time is also split into its phases:
 `encode` (the template and image processor on the CPU, ms-swift's thread pool; with stages/speed/prefetch.py
-on its worker thread, where it overlaps generate), `collate` (the template's data_collator as `_infer` calls it;
+on its worker thread, where it overlaps generate; on a GPU the plugin's processes encode instead), `prepare` (the
+plugin's worker thread: its wait for the encoding, then collate and copy to the GPU), `collate` (the template's data_collator as `_infer` calls it;
 near 0 when the prefetch plugin hands over a batch it collated), `pre_forward` (the template's hook before
 generate) and `generate`, itself split into `rope_index` (the multimodal position ids, once per batch),
 `vision` (the vision tower's forward), `prefill` (the language model's first forward) and the rest, decoding.
@@ -27,8 +28,8 @@ def main() -> None:
     head = sys.argv[2:sys.argv.index("--")]
     profile_path = head[head.index("--profile") + 1] if "--profile" in head else None
     times, sizes = [], []
-    phases: dict[str, list[float]] = {"encode": [], "collate": [], "pre_forward": [], "generate": [], "vision": [],
-                                      "prefill": [], "rope_index": []}
+    phases: dict[str, list[float]] = {"encode": [], "prepare": [], "collate": [], "pre_forward": [], "generate": [],
+                                      "vision": [], "prefill": [], "rope_index": []}
     gpu = torch.cuda.is_available()
 
     def sync() -> None:
@@ -93,6 +94,13 @@ def main() -> None:
 
     infer_batch = TransformersEngine._infer
     TransformersEngine._batch_encode = clock(TransformersEngine._batch_encode, "encode", sync_gpu=False)
+    plugins = argv[argv.index("--external_plugins") + 1:] if "--external_plugins" in argv else []
+    if prefetch := next((a for a in plugins if a.endswith("prefetch.py")), None):
+        from swift.utils import import_external_file
+
+        # imported here first, so that infer_main's import finds this module and its clocked worker
+        module = import_external_file(prefetch)
+        module.prepare = clock(module.prepare, "prepare", sync_gpu=False)
 
     @functools.wraps(infer_batch)
     def clocked(self, infer_requests, *a, **k):

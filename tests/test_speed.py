@@ -1,5 +1,6 @@
 """The speed plugins (stages/speed/) against transformers' and ms-swift's own paths (the predictions with and
 without all of them are compared on a trained model in test_pipeline_e2e.py)."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -243,3 +244,119 @@ def test_the_stop_words_take_over_a_check_ms_swift_began(tmp_path):
     ids = torch.tensor([[20, 7, 7], [20, 21, 7]])
     assert stop_words.OWN(criteria, ids, None).tolist() == [True, False]
     assert criteria(torch.cat([ids, torch.tensor([[30], [7]])], dim=1), None).tolist() == [True, True]
+
+
+def test_encoding_processes_are_for_a_gpu_and_half_the_cores():
+    from stages.speed.prefetch import encoding_processes
+
+    assert encoding_processes(16, "cuda") == 8 and encoding_processes(64, "cuda") == 8
+    assert encoding_processes(6, "cuda") == 3 and encoding_processes(2, "cuda") == 0
+    assert encoding_processes(16, "cpu") == 0 and encoding_processes(None, "cuda") == 0
+
+
+def test_slices_cut_each_batch_within_its_own_requests():
+    from stages.speed.prefetch import slices
+
+    assert slices([5, 3], 2) == ([[0, 1, 2], [3, 4], [5, 6], [7]], [2, 2])
+    assert slices([4], 8) == ([[0], [1], [2], [3]], [4])
+    order, counts = slices([512, 512, 100], 16)
+    assert counts == [16, 16, 15] and sum(order, []) == list(range(1124)) and max(map(len, order)) == 32
+
+
+def test_unpack_gives_back_what_pack_took():
+    """Tensors that concatenate come back as views with the same values; the rest (a key one sample lacks, a
+    scalar, another trailing shape) stays in its sample untouched."""
+    from stages.speed.prefetch import pack, unpack
+
+    samples = [{"input_ids": [1, 2], "pixel_values": torch.rand(4, 6), "grid": torch.tensor([[1, 2, 2]]),
+                "only": torch.ones(2), "scalar": torch.tensor(3), "wide": torch.zeros(1, 2)},
+               {"input_ids": [3], "pixel_values": torch.rand(2, 6), "grid": torch.tensor([[1, 1, 2]]),
+                "scalar": torch.tensor(4), "wide": torch.zeros(1, 3)}]
+    expected = [{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()} for s in samples]
+    bare, packed = pack(samples)
+    assert set(packed) == {"pixel_values", "grid"} and packed["pixel_values"][1] == [4, 2]
+    assert all(not isinstance(v, torch.Tensor) or k in {"only", "scalar", "wide"} for s in bare for k, v in s.items())
+    back = unpack(bare, packed)
+    for got, want in zip(back, expected):
+        assert got.keys() == want.keys()
+        for k, v in want.items():
+            assert torch.equal(got[k], v) if isinstance(v, torch.Tensor) else got[k] == v
+
+
+def tiny_engine(tmp_path, n: int, missing: int | None = None):
+    """ms-swift's engine over the tiny Qwen3-VL on the CPU (batches of 4), and n two-image requests (request
+    `missing`'s second image missing, so that it fails to encode)."""
+    from PIL import Image
+    from swift.infer_engine import InferRequest, TransformersEngine
+
+    (tmp_path / "model").mkdir()
+    build_tiny_qwen3_vl(tmp_path / "model", 42)
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (32 + 16 * i, 48), (40 * i, 90, 200 - 30 * i)).save(paths[-1])
+    requests = [InferRequest(messages=[{"role": "user", "content": f"<image><image>pair {i}"}],
+                             images=[str(paths[i % 5]), str(paths[(i + 1) % 5])]) for i in range(n)]
+    if missing is not None:
+        requests[missing].images[1] = str(tmp_path / "missing.png")
+    return TransformersEngine(str(tmp_path / "model"), model_type="qwen3_vl", max_batch_size=4), requests
+
+
+def test_the_encoding_processes_give_ms_swift_s_encoding(tmp_path):
+    """Two forked processes encode 3 batches: the same samples as ms-swift's `_batch_encode` (pixels in the dtype
+    asked for), the failed request reported at its place within its batch, and raised first in strict mode."""
+    from stages.speed.prefetch import SERIAL_ENCODE, Encoders, batches
+
+    engine, requests = tiny_engine(tmp_path, 11, missing=5)
+    engine.template.set_mode("transformers")
+    chunks = batches(requests, engine.max_batch_size)
+    encoders = Encoders(engine.template, chunks, torch.bfloat16, False, 2)
+    got = [encoders.encode(k, False) for k in range(len(chunks))]
+    encoders.close()
+    for (batched, errors), chunk in zip(got, chunks):
+        want, want_errors = SERIAL_ENCODE(engine, chunk, False)
+        assert [(i, type(e)) for i, e in errors] == [(i, type(e)) for i, e in want_errors]
+        assert len(batched) == len(want) and all(g.keys() == w.keys() for g, w in zip(batched, want))
+        for g, w in zip(batched, want):
+            for k, v in w.items():
+                if k == "template_inputs":
+                    # the images as the request named them (paths), not decoded: no details were asked for
+                    assert g[k].messages == v.messages and len(g[k].images) == len(v.images) == 2
+                    assert all(isinstance(x, str) for x in g[k].images)
+                elif isinstance(v, torch.Tensor):
+                    assert torch.equal(g[k], v.to(torch.bfloat16) if k.startswith("pixel_values") else v), k
+                else:
+                    assert g[k] == v, k
+    assert [i for _, errors in got for i, _ in errors] == [1]   # request 5 is batch 1's second
+    encoders = Encoders(engine.template, chunks, None, True, 2)
+    encoders.encode(0, True)
+    with pytest.raises(FileNotFoundError):
+        encoders.encode(1, True)
+    assert len(encoders.encode(2, True)[0]) == 3   # the failed batch was read to its end
+    encoders.close()
+
+
+def test_infer_with_encoding_processes_generates_from_ms_swift_s_inputs(tmp_path, monkeypatch):
+    """The engine's infer over 3 batches with the encoding in 2 forked processes (as on a GPU): generate gets the
+    tensors ms-swift's own infer gives it, batch by batch, and the answers are the same."""
+    from swift.infer_engine import RequestConfig
+
+    from stages.speed import prefetch
+
+    engine, requests = tiny_engine(tmp_path, 10)
+    config, seen = RequestConfig(max_tokens=6, temperature=0), []
+    own = engine.template.generate
+
+    def generate(model, **kwargs):
+        seen.append({k: v.clone() for k, v in kwargs.items() if isinstance(v, torch.Tensor)})
+        return own(model, **kwargs)
+    monkeypatch.setattr(engine.template, "generate", generate)
+    want = [r.choices[0].message.content for r in prefetch.SERIAL_INFER(engine, requests, config)]
+    serial, seen = seen, []
+    monkeypatch.setattr(prefetch, "encoding_processes", lambda cpus, device: 2)
+    got = [r.choices[0].message.content for r in prefetch.infer(engine, requests, config)]
+    assert got == want and len(seen) == len(serial) == 3
+    for g, w in zip(seen, serial):
+        assert g.keys() == w.keys() >= {"input_ids", "pixel_values", "image_grid_thw"}
+        assert all(torch.equal(g[k], w[k]) for k in w)
+    assert not torch.equal(seen[0]["pixel_values"][:10], seen[1]["pixel_values"][:10])
