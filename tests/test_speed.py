@@ -360,3 +360,41 @@ def test_infer_with_encoding_processes_generates_from_ms_swift_s_inputs(tmp_path
         assert g.keys() == w.keys() >= {"input_ids", "pixel_values", "image_grid_thw"}
         assert all(torch.equal(g[k], w[k]) for k in w)
     assert not torch.equal(seen[0]["pixel_values"][:10], seen[1]["pixel_values"][:10])
+
+
+def test_training_batches_carry_pixels_in_the_tower_s_dtype(tmp_path):
+    """ms-swift's collate of two encoded samples with the plugin: the same batch, the pixels cast to the bf16 tower's
+    dtype (what patch_embed casts them to); with no model to ask, nothing is cast."""
+    from swift.template import Template
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from stages.speed import batch_copy
+
+    engine, requests = tiny_engine(tmp_path, 2)
+    template = engine.template
+    template.set_mode("transformers")
+    samples = [template.encode(r) for r in requests]
+    assert Template.data_collator is batch_copy.data_collator
+    template.model = engine.model   # the collate asks the model for the rope index
+    want = batch_copy.OWN_COLLATE(template, [dict(s) for s in samples])   # the collate takes keys out
+    template.model = Qwen3VLForConditionalGeneration.from_pretrained(tmp_path / "model", dtype=torch.bfloat16)
+    got = template.data_collator([dict(s) for s in samples])
+    assert want["pixel_values"].dtype == torch.float32 and got["pixel_values"].dtype == torch.bfloat16
+    assert torch.equal(got["pixel_values"], want["pixel_values"].to(torch.bfloat16))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want
+                                             if k != "pixel_values" and isinstance(want[k], torch.Tensor))
+    assert batch_copy.vision_dtype(None) is None and batch_copy.cast_pixels(dict(want), None) == want
+
+
+def test_the_training_dataloader_gives_the_same_batches():
+    """ms-swift's DataLoaderShard with the plugin's copy (non-blocking; on a CPU a plain one): the same batches."""
+    from swift.dataloader.shard import DataLoaderShard
+
+    from stages.speed import batch_copy
+
+    assert DataLoaderShard.__iter__ is batch_copy.__iter__
+    data = [{"x": torch.full((2,), float(i)), "n": i} for i in range(5)]
+    for device in ("cpu", None):
+        batches = list(DataLoaderShard(data, device=device, batch_size=2))
+        assert [b["x"].tolist() for b in batches] == [[[0.0, 0.0], [1.0, 1.0]], [[2.0, 2.0], [3.0, 3.0]], [[4.0, 4.0]]]
+        assert [b["n"].tolist() for b in batches] == [[0, 1], [2, 3], [4]]

@@ -130,7 +130,9 @@ class Encoding(Dataset):
             encoded.update({k: v.to(self.dtype) for k, v in encoded.items()
                             if k.startswith("pixel_values") and isinstance(v, torch.Tensor) and v.is_floating_point()})
         if not self.keep_images:
-            encoded["template_inputs"].images = list(self.requests[i].images)
+            request = self.requests[i]   # an InferRequest, or a dataset row as `swift infer` passes them
+            encoded["template_inputs"].images = list(request.get("images") or [] if isinstance(request, dict)
+                                                      else request.images)
         return i, encoded
 
 
