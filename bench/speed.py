@@ -411,7 +411,9 @@ def report(results: dict) -> str:
                     else f"prepare (encoding processes, collate, copy to the GPU) {ph.get('prepare', 0):.2f} s")
             lines += [f"{n}: per batch after the first, {made}, "
                       f"collate (as `_infer` waits for it) {ph.get('collate', 0):.2f} s, "
-                      f"generate (GPU) {ph['generate']:.2f} s" + (f" (of which {split})" if split else "") + "; "
+                      f"generate (GPU) {ph['generate']:.2f} s" + (f" (of which {split})" if split else "")
+                      + (f", ms-swift's `_infer` around generate {ph['infer'] - ph['generate']:.2f} s"
+                         if "infer" in ph else "") + "; "
                       + ("run one after the other (ms-swift alone)." if n.endswith("serial") else
                          "the next batch's encode (in processes of its own on a GPU), collate and copy to the GPU "
                          "run on a worker thread during this batch's generate (stages/speed/prefetch.py)."), ""]

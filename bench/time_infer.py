@@ -3,10 +3,13 @@ process and records the time at which every batch's generation returns (GPU sync
 rate leaves out start-up, loading and the first batch. Each batch's time is also split into its phases:
 `encode` (the template and image processor on the CPU, ms-swift's thread pool; with stages/speed/prefetch.py
 on its worker thread, where it overlaps generate; on a GPU the plugin's processes encode instead), `prepare` (the
-plugin's worker thread: its wait for the encoding, then collate and copy to the GPU), `collate` (the template's data_collator as `_infer` calls it;
+plugin's worker thread: its wait for the encoding, then collate and copy to the GPU; `receive`, the part of it that
+takes the encoding processes' slices), `handover` (`_infer` taking the prepared batch: its wait for the worker),
+`collate` (the template's data_collator as `_infer` calls it;
 near 0 when the prefetch plugin hands over a batch it collated), `pre_forward` (the template's hook before
 generate) and `generate`, itself split into `rope_index` (the multimodal position ids, once per batch),
-`vision` (the vision tower's forward), `prefill` (the language model's first forward) and the rest, decoding.
+`vision` (the vision tower's forward), `prefill` (the language model's first forward) and the rest, decoding;
+`infer`, the whole of ms-swift's `_infer` for the batch (generate and what ms-swift does before and after it).
 
     python -m bench.time_infer TIMES.json [--profile PROFILE.txt] -- <swift infer arguments...>
 
@@ -28,8 +31,9 @@ def main() -> None:
     head = sys.argv[2:sys.argv.index("--")]
     profile_path = head[head.index("--profile") + 1] if "--profile" in head else None
     times, sizes = [], []
-    phases: dict[str, list[float]] = {"encode": [], "prepare": [], "collate": [], "pre_forward": [], "generate": [],
-                                      "vision": [], "prefill": [], "rope_index": []}
+    phases: dict[str, list[float]] = {"encode": [], "prepare": [], "receive": [], "handover": [], "collate": [],
+                                      "pre_forward": [], "generate": [], "vision": [], "prefill": [], "rope_index": [],
+                                      "infer": []}
     gpu = torch.cuda.is_available()
 
     def sync() -> None:
@@ -101,6 +105,8 @@ def main() -> None:
         # imported here first, so that infer_main's import finds this module and its clocked worker
         module = import_external_file(prefetch)
         module.prepare = clock(module.prepare, "prepare", sync_gpu=False)
+        module.Encoders.encode = clock(module.Encoders.encode, "receive", sync_gpu=False)
+        TransformersEngine._batch_encode = clock(TransformersEngine._batch_encode, "handover", sync_gpu=False)
 
     @functools.wraps(infer_batch)
     def clocked(self, infer_requests, *a, **k):
@@ -117,9 +123,11 @@ def main() -> None:
                     m.register_forward_pre_hook(start(phase))
                     m.register_forward_hook(stop(phase))
             template._bench_clocked = True
+        t0 = time.perf_counter()
         result = infer_batch(self, infer_requests, *a, **k)
         sync()
         times.append(time.perf_counter())
+        phases["infer"].append(times[-1] - t0)
         sizes.append(len(infer_requests))
         return result
     TransformersEngine._infer = clocked

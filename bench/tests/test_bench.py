@@ -248,8 +248,9 @@ def test_smoke_swift_infer_is_clocked_per_batch(smoke):
     serial = json.loads((smoke["work"] / "logs/swift_infer_serial_times.json").read_text(encoding="utf-8"))
     for c, phases, prepared in ((serial, ("encode", "generate"), 0), (clock, ("generate",), 3)):
         assert {k: len(v) for k, v in c["phases"].items()} == {**dict.fromkeys(
-            ("encode", "collate", "pre_forward", "generate", "vision", "prefill", "rope_index"), 3),
-            "prepare": prepared}   # the prefetch plugin's worker, on each batch
+            ("encode", "collate", "pre_forward", "generate", "vision", "prefill", "rope_index", "infer"), 3),
+            "prepare": prepared, "handover": prepared, "receive": 0}   # the prefetch plugin's, on each batch
+        assert all(g <= i for g, i in zip(c["phases"]["generate"], c["phases"]["infer"]))
         for i in range(3):   # the rope index, the vision tower and the first language-model forward: in generate
             assert sum(c["phases"][k][i] for k in ("rope_index", "vision", "prefill")) <= c["phases"]["generate"][i]
         gaps = [b - a for a, b in zip(c["times"], c["times"][1:])]
