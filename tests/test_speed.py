@@ -246,16 +246,21 @@ def test_the_stop_words_take_over_a_check_ms_swift_began(tmp_path):
     assert criteria(torch.cat([ids, torch.tensor([[30], [7]])], dim=1), None).tolist() == [True, True]
 
 
-def test_encoding_processes_are_for_a_gpu_and_half_the_cores():
-    from stages.speed.prefetch import encoding_processes
+def test_encoding_processes_are_for_a_gpu_and_half_its_share_of_the_cores():
+    from stages.speed.encoders import SHM_NEEDED, encoding_processes, machine
 
-    assert encoding_processes(16, "cuda") == 8 and encoding_processes(64, "cuda") == 8
-    assert encoding_processes(6, "cuda") == 3 and encoding_processes(2, "cuda") == 0
-    assert encoding_processes(16, "cpu") == 0 and encoding_processes(None, "cuda") == 0
+    shm = SHM_NEEDED
+    assert encoding_processes("cuda", 16, 1, shm) == 8 and encoding_processes("cuda", 64, 1, shm) == 8
+    assert encoding_processes("cuda", 6, 1, shm) == 3 and encoding_processes("cuda", 2, 1, shm) == 0
+    assert encoding_processes("cuda", 64, 4, shm) == 8 and encoding_processes("cuda", 16, 4, shm) == 2
+    assert encoding_processes("cpu", 16, 1, shm) == 0
+    assert encoding_processes("cuda", 16, 1, 64 * 2 ** 20) == 0   # a container's default /dev/shm
+    cpus, gpus_here, shm_free = machine()
+    assert cpus >= 1 and gpus_here >= 1 and shm_free >= 0
 
 
 def test_slices_cut_each_batch_within_its_own_requests():
-    from stages.speed.prefetch import slices
+    from stages.speed.encoders import slices
 
     assert slices([5, 3], 2) == ([[0, 1, 2], [3, 4], [5, 6], [7]], [2, 2])
     assert slices([4], 8) == ([[0], [1], [2], [3]], [4])
@@ -266,7 +271,7 @@ def test_slices_cut_each_batch_within_its_own_requests():
 def test_unpack_gives_back_what_pack_took():
     """Tensors that concatenate come back as views with the same values; the rest (a key one sample lacks, a
     scalar, another trailing shape) stays in its sample untouched."""
-    from stages.speed.prefetch import pack, unpack
+    from stages.speed.encoders import pack, unpack
 
     samples = [{"input_ids": [1, 2], "pixel_values": torch.rand(4, 6), "grid": torch.tensor([[1, 2, 2]]),
                 "only": torch.ones(2), "scalar": torch.tensor(3), "wide": torch.zeros(1, 2)},
@@ -281,6 +286,38 @@ def test_unpack_gives_back_what_pack_took():
         assert got.keys() == want.keys()
         for k, v in want.items():
             assert torch.equal(got[k], v) if isinstance(v, torch.Tensor) else got[k] == v
+
+
+def test_an_encoding_error_crosses_to_this_process_with_its_traceback():
+    """A picklable error keeps its type; one that holds a lock (cannot be pickled, and the DataLoader's queue would
+    drop it) comes as a RuntimeError naming it; both carry the worker's traceback."""
+    import pickle
+    import threading
+
+    from stages.speed.encoders import handed_back
+
+    def fail(error):
+        try:
+            raise error
+        except Exception as e:   # noqa: BLE001
+            return handed_back(e)
+    plain = pickle.loads(pickle.dumps(fail(FileNotFoundError(2, "No such file", "x.png"))))
+    assert type(plain) is FileNotFoundError and plain.filename == "x.png" and "fail" in plain.__notes__[0]
+    held = ValueError("bad image")
+    held.lock = threading.Lock()
+    crossed = pickle.loads(pickle.dumps(fail(held)))
+    assert type(crossed) is RuntimeError and str(crossed) == "ValueError: bad image"
+    assert "in an encoding process" in crossed.__notes__[0]
+
+
+def test_named_images_are_the_request_s_own_list():
+    from swift.infer_engine import InferRequest
+
+    from stages.speed.encoders import named_images
+
+    assert named_images({"images": ["a.png", "b.png"]}) == ["a.png", "b.png"]
+    assert named_images({"images": "a.png"}) == ["a.png"] and named_images({"messages": []}) == []
+    assert named_images(InferRequest(messages=[], images=["c.png"])) == ["c.png"]
 
 
 def tiny_engine(tmp_path, n: int, missing: int | None = None):
@@ -303,16 +340,20 @@ def tiny_engine(tmp_path, n: int, missing: int | None = None):
 
 
 def test_the_encoding_processes_give_ms_swift_s_encoding(tmp_path):
-    """Two forked processes encode 3 batches: the same samples as ms-swift's `_batch_encode` (pixels in the dtype
-    asked for), the failed request reported at its place within its batch, and raised first in strict mode."""
-    from stages.speed.prefetch import SERIAL_ENCODE, Encoders, batches
+    """One forked process encodes 3 batches in slices of 2: the same samples as ms-swift's `_batch_encode` (pixels in
+    the dtype asked for), the failed request (beside a good one in its slice) reported at its place within its
+    batch, and raised in strict mode with the worker's traceback, the next batch still its own."""
+    from stages.speed.encoders import Encoders
+    from stages.speed.prefetch import SERIAL_ENCODE, batches
 
     engine, requests = tiny_engine(tmp_path, 11, missing=5)
     engine.template.set_mode("transformers")
     chunks = batches(requests, engine.max_batch_size)
-    encoders = Encoders(engine.template, chunks, torch.bfloat16, False, 2)
-    got = [encoders.encode(k, False) for k in range(len(chunks))]
-    encoders.close()
+    encoders = Encoders(engine.template, chunks, torch.bfloat16, False, 1)
+    try:
+        got = [encoders.encode(k, False) for k in range(len(chunks))]
+    finally:
+        encoders.close()
     for (batched, errors), chunk in zip(got, chunks):
         want, want_errors = SERIAL_ENCODE(engine, chunk, False)
         assert [(i, type(e)) for i, e in errors] == [(i, type(e)) for i, e in want_errors]
@@ -329,11 +370,16 @@ def test_the_encoding_processes_give_ms_swift_s_encoding(tmp_path):
                     assert g[k] == v, k
     assert [i for _, errors in got for i, _ in errors] == [1]   # request 5 is batch 1's second
     encoders = Encoders(engine.template, chunks, None, True, 2)
-    encoders.encode(0, True)
-    with pytest.raises(FileNotFoundError):
-        encoders.encode(1, True)
-    assert len(encoders.encode(2, True)[0]) == 3   # the failed batch was read to its end
-    encoders.close()
+    try:
+        encoders.encode(0, True)
+        with pytest.raises(FileNotFoundError) as raised:
+            encoders.encode(1, True)
+        assert "in an encoding process" in raised.value.__notes__[0]
+        third = encoders.encode(2, True)[0]   # the failed batch was read to its end
+        assert [s["template_inputs"].messages[0]["content"] for s in third] == [f"<image><image>pair {i}"
+                                                                               for i in (8, 9, 10)]
+    finally:
+        encoders.close()
 
 
 def test_infer_with_encoding_processes_generates_from_ms_swift_s_inputs(tmp_path, monkeypatch):
@@ -353,7 +399,7 @@ def test_infer_with_encoding_processes_generates_from_ms_swift_s_inputs(tmp_path
     monkeypatch.setattr(engine.template, "generate", generate)
     want = [r.choices[0].message.content for r in prefetch.SERIAL_INFER(engine, requests, config)]
     serial, seen = seen, []
-    monkeypatch.setattr(prefetch, "encoding_processes", lambda cpus, device: 2)
+    monkeypatch.setattr(prefetch, "encoding_processes", lambda *machine: 2)
     got = [r.choices[0].message.content for r in prefetch.infer(engine, requests, config)]
     assert got == want and len(seen) == len(serial) == 3
     for g, w in zip(seen, serial):

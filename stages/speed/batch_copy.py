@@ -39,9 +39,10 @@ def cast_pixels(batch: dict, dtype: torch.dtype | None) -> dict:
 
 def data_collator(self, batch, *, padding_to=None):
     collated = OWN_COLLATE(self, batch, padding_to=padding_to)
-    if not hasattr(self, "_pixel_dtype"):   # once per worker process: the template's model is the training one
-        self._pixel_dtype = vision_dtype(getattr(self, "model", None))
-    return cast_pixels(collated, self._pixel_dtype)
+    model = getattr(self, "model", None)   # None while ms-swift encodes the dataset: ask again at the next batch
+    if not hasattr(self, "_pixel_dtype") and model is not None:   # once per worker process
+        self._pixel_dtype = vision_dtype(model)
+    return cast_pixels(collated, getattr(self, "_pixel_dtype", None))
 
 
 def __iter__(self):
