@@ -63,9 +63,9 @@ def prepare(self, encode, stream: torch.cuda.Stream | None, dtype: torch.dtype |
     processes'), then on a GPU (`stream` given) the template's collate and the copy to the model's device, on that
     stream and finished before the batch is handed over. Each sample's pixels go to the GPU (cast to `dtype`) before
     the collate, so that the template concatenates them there rather than in host memory (4.9 GB a batch of 512 at
-    Qwen3-VL-2B's 2 x 448 px). Once collated, the encoded samples' tensors are dropped: `_infer` takes only their
-    `template_inputs` and hands the collated batch to generate, and the host copies (in shared memory when the
-    encoding processes made them) are freed a batch earlier."""
+    Qwen3-VL-2B's 2 x 448 px). The encoded samples keep their host tensors until `_infer` is done with the batch:
+    freeing them here, in shared memory, while the batch generates, made generate 0.7 s slower (H100, run 22
+    against 23, bench/FINDINGS.md, 3.4)."""
     batched, errors = encode()
     if not batched or stream is None:   # on a CPU the collate competes with generate for the same cores
         return batched, errors, None
@@ -77,9 +77,6 @@ def prepare(self, encode, stream: torch.cuda.Stream | None, dtype: torch.dtype |
         # the class's collate: the instance's is collator()'s wrapper, which hands batches over to _infer
         collated = to_device(type(self.template).data_collator(self.template, samples), device)
     stream.synchronize()
-    for b in batched:
-        for k in [k for k, v in b.items() if isinstance(v, torch.Tensor)]:
-            del b[k]
     return batched, errors, collated
 
 
