@@ -412,7 +412,8 @@ def report(results: dict) -> str:
             lines += [f"{n}: per batch after the first, {made}, "
                       f"collate (as `_infer` waits for it) {ph.get('collate', 0):.2f} s, "
                       f"generate (GPU) {ph['generate']:.2f} s" + (f" (of which {split})" if split else "")
-                      + (f", ms-swift's `_infer` around generate {ph['infer'] - ph['generate']:.2f} s"
+                      + (f", the rest of ms-swift's `_infer` {ph['infer'] - ph['generate']:.2f} s"
+                         + (" (encode and collate among it)" if n.endswith("serial") else "")
                          if "infer" in ph else "") + "; "
                       + ("run one after the other (ms-swift alone)." if n.endswith("serial") else
                          "the next batch's encode (in processes of its own on a GPU), collate and copy to the GPU "
