@@ -407,17 +407,18 @@ def report(results: dict) -> str:
         if r.get("phases_s") and r["kind"] != "profile":
             ph = r["phases_s"]
             split = ", ".join(f"{k} {ph[k]:.2f} s" for k in ("rope_index", "vision", "prefill") if k in ph)
-            made = (f"encode (template + image processor, CPU threads) {ph['encode']:.2f} s" if "encode" in ph
-                    else f"prepare (encoding processes, collate, copy to the GPU) {ph.get('prepare', 0):.2f} s")
-            lines += [f"{n}: per batch after the first, {made}, "
-                      f"collate (as `_infer` waits for it) {ph.get('collate', 0):.2f} s, "
-                      f"generate (GPU) {ph['generate']:.2f} s" + (f" (of which {split})" if split else "")
-                      + (f", the rest of ms-swift's `_infer` {ph['infer'] - ph['generate']:.2f} s"
-                         + (" (encode and collate among it)" if n.endswith("serial") else "")
-                         if "infer" in ph else "") + "; "
-                      + ("run one after the other (ms-swift alone)." if n.endswith("serial") else
-                         "the next batch's encode (in processes of its own on a GPU), collate and copy to the GPU "
-                         "run on a worker thread during this batch's generate (stages/speed/prefetch.py)."), ""]
+            serial = n.endswith("serial")
+            phrases = [f"encode (template + image processor, CPU threads) {ph['encode']:.2f} s" if "encode" in ph
+                      else f"prepare (encoding processes, collate, copy to the GPU) {ph.get('prepare', 0):.2f} s",
+                      f"collate (as `_infer` waits for it) {ph.get('collate', 0):.2f} s",
+                      f"generate (GPU) {ph['generate']:.2f} s" + (f" (of which {split})" if split else "")]
+            if "infer" in ph:
+                phrases.append(f"the rest of ms-swift's `_infer` {ph['infer'] - ph['generate']:.2f} s"
+                              + (" (encode and collate among it)" if serial else ""))
+            how = ("run one after the other (ms-swift alone)." if serial else
+                   "the next batch's encode (in processes of its own on a GPU), collate and copy to the GPU run on a "
+                   "worker thread during this batch's generate (stages/speed/prefetch.py).")
+            lines += [f"{n}: per batch after the first, {', '.join(phrases)}; {how}", ""]
     if results.get("parity"):
         q = results["parity"]
         lines += [f"Answers of swift_infer against swift_infer_serial (greedy, same {q['rows']} samples): "

@@ -429,7 +429,7 @@ def test_training_batches_carry_pixels_in_the_tower_s_dtype(tmp_path):
     assert torch.equal(got["pixel_values"], want["pixel_values"].to(torch.bfloat16))
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want
                                              if k != "pixel_values" and isinstance(want[k], torch.Tensor))
-    assert batch_copy.vision_dtype(None) is None and batch_copy.cast_pixels(dict(want), None) == want
+    assert batch_copy.pixel_dtype(None) is None and batch_copy.cast_pixels(dict(want), None) == want
 
 
 def test_the_training_dataloader_gives_the_same_batches():

@@ -13,35 +13,24 @@ copy is done). A batch in pageable memory is copied as before. On a CPU both are
 """
 from __future__ import annotations
 
-import torch
 from swift.dataloader.shard import DataLoaderShard
 from swift.template import Template
 from swift.utils import to_device
 from torch.utils.data import DataLoader
 
+try:   # imported as a module of this repository (tests)
+    from stages.speed.pixels import cast_pixels, pixel_dtype
+except ModuleNotFoundError:   # loaded by ms-swift from its path, with this folder on sys.path
+    from pixels import cast_pixels, pixel_dtype
+
 OWN_COLLATE = Template.data_collator
-
-
-def vision_dtype(model) -> torch.dtype | None:
-    """The dtype of the vision tower's patch embedding, which it casts pixels to (None: no such tower, or no model)."""
-    if model is None:
-        return None
-    return next((p.dtype for n, p in model.named_parameters() if n.endswith("patch_embed.proj.weight")), None)
-
-
-def cast_pixels(batch: dict, dtype: torch.dtype | None) -> dict:
-    """`batch` with its floating `pixel_values*` tensors in `dtype` (as they are when `dtype` is None)."""
-    if dtype is not None:
-        batch.update({k: v.to(dtype) for k, v in batch.items()
-                      if k.startswith("pixel_values") and isinstance(v, torch.Tensor) and v.is_floating_point()})
-    return batch
 
 
 def data_collator(self, batch, *, padding_to=None):
     collated = OWN_COLLATE(self, batch, padding_to=padding_to)
     model = getattr(self, "model", None)   # None while ms-swift encodes the dataset: ask again at the next batch
     if not hasattr(self, "_pixel_dtype") and model is not None:   # once per worker process
-        self._pixel_dtype = vision_dtype(model)
+        self._pixel_dtype = pixel_dtype(model)
     return cast_pixels(collated, getattr(self, "_pixel_dtype", None))
 
 

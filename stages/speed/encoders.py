@@ -10,9 +10,15 @@ import os
 import pickle
 import shutil
 import traceback
+from itertools import accumulate
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+try:   # imported as a module of this repository (tests, bench)
+    from stages.speed.pixels import cast_pixels
+except ModuleNotFoundError:   # imported by prefetch.py as ms-swift loads it, with this folder on sys.path
+    from pixels import cast_pixels
 
 # Each encoding process keeps this many slices of the coming requests ready (DataLoader's prefetch_factor)
 AHEAD = 2
@@ -102,9 +108,7 @@ class Encoding(Dataset):
             encoded = self.template.encode(self.requests[i], return_template_inputs=True)
         except Exception as e:   # noqa: BLE001 - handed back; ms-swift's strict mode raises it, else reports it
             return i, handed_back(e)
-        if self.dtype is not None:
-            encoded.update({k: v.to(self.dtype) for k, v in encoded.items()
-                            if k.startswith("pixel_values") and isinstance(v, torch.Tensor) and v.is_floating_point()})
+        cast_pixels(encoded, self.dtype)
         if not self.keep_images:
             encoded["template_inputs"].images = named_images(self.requests[i])
         return i, encoded
@@ -149,7 +153,7 @@ class Encoders:
     def __init__(self, template, chunks: list[list], dtype: torch.dtype | None, keep_images: bool, processes: int):
         requests = [r for c in chunks for r in c]
         order, self.counts = slices([len(c) for c in chunks], processes * AHEAD)
-        self.starts = [sum(len(c) for c in chunks[:k]) for k in range(len(chunks))]
+        self.starts = list(accumulate((len(c) for c in chunks[:-1]), initial=0))
         # forked tokenizers would warn and turn their parallelism off; this turns it off here too, where the
         # tokenizer only decodes answers
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

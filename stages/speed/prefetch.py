@@ -26,8 +26,10 @@ from tqdm import tqdm
 
 try:   # imported as a module of this repository (tests, bench)
     from stages.speed.encoders import Encoders, encoding_processes, machine
+    from stages.speed.pixels import cast_pixels, pixel_dtype
 except ModuleNotFoundError:   # loaded by ms-swift from its path, with this folder on sys.path
     from encoders import Encoders, encoding_processes, machine
+    from pixels import cast_pixels, pixel_dtype
 
 SERIAL_INFER = TransformersEngine.infer
 SERIAL_ENCODE = TransformersEngine._batch_encode
@@ -39,23 +41,10 @@ def batches(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def on_device(data: dict, device: torch.device, pixel_dtype: torch.dtype | None) -> dict:
-    """A sample or batch on `device`, as ms-swift's `to_device` puts it, with the images' pixels cast to the vision
-    tower's dtype: the tower casts them first thing (`patch_embed`), so the cast gives the same numbers in half the
-    memory while the next batch waits on the GPU."""
-    data = to_device(data, device)
-    if pixel_dtype is not None:
-        data.update({k: v.to(pixel_dtype) for k, v in data.items()
-                     if k.startswith("pixel_values") and isinstance(v, torch.Tensor) and v.is_floating_point()})
-    return data
-
-
-def pixel_dtype(model) -> torch.dtype | None:
-    """The dtype the vision tower casts pixels to: its patch embedding's weights (None: leave them as they are)."""
-    for name, param in model.named_parameters():
-        if name.endswith("patch_embed.proj.weight"):
-            return param.dtype
-    return None
+def on_device(data: dict, device: torch.device, dtype: torch.dtype | None) -> dict:
+    """A sample or batch on `device`, as ms-swift's `to_device` puts it, with the images' pixels in the vision
+    tower's `dtype` (pixels.py): half the memory while the next batch waits on the GPU."""
+    return cast_pixels(to_device(data, device), dtype)
 
 
 def prepare(self, encode, stream: torch.cuda.Stream | None, dtype: torch.dtype | None):
@@ -157,10 +146,10 @@ def infer(self, infer_requests, request_config=None, metrics=None, *, use_tqdm=N
     strict, chunks, results = getattr(self, "strict", True), batches(infer_requests, self.max_batch_size), []
     gate = vision_gate(self)
     device = self.model.device   # the worker's copy stream and pixel dtype, once for all batches
-    copy = (torch.cuda.Stream(device), pixel_dtype(self.model)) if device.type == "cuda" else (None, None)
+    stream, dtype = (torch.cuda.Stream(device), pixel_dtype(self.model)) if device.type == "cuda" else (None, None)
     # forked here, before this call's worker thread exists and while no generate runs
     processes = encoding_processes(device.type, *machine())
-    encoders = Encoders(self.template, chunks, copy[1], bool(request_config.return_details),
+    encoders = Encoders(self.template, chunks, dtype, bool(request_config.return_details),
                         processes) if processes else None
 
     def encode(k: int):
@@ -168,13 +157,13 @@ def infer(self, infer_requests, request_config=None, metrics=None, *, use_tqdm=N
     try:
         with ThreadPoolExecutor(max_workers=1) as pool, \
                 tqdm(total=len(infer_requests), dynamic_ncols=True, disable=use_tqdm is False) as bar:
-            ready: Future = pool.submit(prepare, self, partial(encode, 0), *copy)
+            ready: Future = pool.submit(prepare, self, partial(encode, 0), stream, dtype)
             for k, chunk in enumerate(chunks):
                 self._prefetched = (chunk, ready)
                 if gate is not None:
                     gate.clear()   # the worker's next preparation waits for this batch's vision tower
                 if k + 1 < len(chunks):   # queued behind this batch's preparation
-                    ready = pool.submit(after, gate, prepare, self, partial(encode, k + 1), *copy)
+                    ready = pool.submit(after, gate, prepare, self, partial(encode, k + 1), stream, dtype)
                 try:
                     results += self._infer(chunk, request_config, adapter_request=adapter_request)
                 finally:
