@@ -52,9 +52,10 @@ def prepare(self, encode, stream: torch.cuda.Stream | None, dtype: torch.dtype |
     processes'), then on a GPU (`stream` given) the template's collate and the copy to the model's device, on that
     stream and finished before the batch is handed over. Each sample's pixels go to the GPU (cast to `dtype`) before
     the collate, so that the template concatenates them there rather than in host memory (4.9 GB a batch of 512 at
-    Qwen3-VL-2B's 2 x 448 px). The encoded samples keep their host tensors until `_infer` is done with the batch:
-    freeing them here, in shared memory, while the batch generates, made generate 0.7 s slower (H100, run 22
-    against 23, bench/FINDINGS.md, 3.4)."""
+    Qwen3-VL-2B's 2 x 448 px). The encoded samples keep their host tensors until `_infer` is done with the batch,
+    whose end frees them (2.5 GB of shared memory, 0.2 s). Freeing them on this thread instead cost generate as
+    much or more: here, during the decoding, 0.7 s (H100, run 22 against 23); before the encode, during the prefill,
+    0.18 s (run 25; bench/FINDINGS.md, 3.4)."""
     batched, errors = encode()
     if not batched or stream is None:   # on a CPU the collate competes with generate for the same cores
         return batched, errors, None
