@@ -1,5 +1,8 @@
 """The speed plugins (stages/speed/) against transformers' and ms-swift's own paths (the predictions with and
 without all of them are compared on a trained model in test_pipeline_e2e.py)."""
+import importlib
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -408,13 +411,24 @@ def test_infer_with_encoding_processes_generates_from_ms_swift_s_inputs(tmp_path
     assert not torch.equal(seen[0]["pixel_values"][:10], seen[1]["pixel_values"][:10])
 
 
-def test_training_batches_carry_pixels_in_the_tower_s_dtype(tmp_path):
+@pytest.fixture
+def batch_copy(monkeypatch):
+    """The training plugin, imported afresh (it patches ms-swift's classes as it loads) and taken out after the
+    test, so that no later test collates or loads batches through it."""
+    from swift.dataloader.shard import DataLoaderShard
+    from swift.template import Template
+
+    monkeypatch.setattr(Template, "data_collator", Template.data_collator)
+    monkeypatch.setattr(DataLoaderShard, "__iter__", DataLoaderShard.__iter__)
+    monkeypatch.delitem(sys.modules, "stages.speed.batch_copy", raising=False)
+    return importlib.import_module("stages.speed.batch_copy")
+
+
+def test_training_batches_carry_pixels_in_the_tower_s_dtype(tmp_path, batch_copy):
     """ms-swift's collate of two encoded samples with the plugin: the same batch, the pixels cast to the bf16 tower's
     dtype (what patch_embed casts them to); with no model to ask, nothing is cast."""
     from swift.template import Template
     from transformers import Qwen3VLForConditionalGeneration
-
-    from stages.speed import batch_copy
 
     engine, requests = tiny_engine(tmp_path, 2)
     template = engine.template
@@ -432,11 +446,9 @@ def test_training_batches_carry_pixels_in_the_tower_s_dtype(tmp_path):
     assert batch_copy.pixel_dtype(None) is None and batch_copy.cast_pixels(dict(want), None) == want
 
 
-def test_the_training_dataloader_gives_the_same_batches():
+def test_the_training_dataloader_gives_the_same_batches(batch_copy):
     """ms-swift's DataLoaderShard with the plugin's copy (non-blocking; on a CPU a plain one): the same batches."""
     from swift.dataloader.shard import DataLoaderShard
-
-    from stages.speed import batch_copy
 
     assert DataLoaderShard.__iter__ is batch_copy.__iter__
     data = [{"x": torch.full((2,), float(i)), "n": i} for i in range(5)]
