@@ -2,8 +2,8 @@
 
 It reruns on any change to params.yaml, so a typo in a key that no stage declares (`lora.rnak`) still fails
 `dvc repro` instead of being silently ignored, and so does a knob changed where it has no effect (against the
-committed params.yaml, the baseline of `dvc exp run -S ...`). It also refuses a synth.out_dir holding a user's
-files: DVC deletes that folder before the generate stage runs.
+committed params.yaml, the baseline of `dvc exp run -S ...`). It also refuses a data/raw holding a user's
+files, which the generate stage would replace (that stage checks it again itself, since it may run first).
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from stages.params.paths import synth_folder_problem
 def main() -> None:
     setup_logging()
     try:
-        p = validate(read_yaml(PARAMS_FILE) or {}, committed_params(ROOT))
+        validate(read_yaml(PARAMS_FILE) or {}, committed_params(ROOT))
     except ParamsError as e:
         sys.exit(str(e))
-    if problem := synth_folder_problem(ROOT, p["synth"]["out_dir"]):
+    if problem := synth_folder_problem(ROOT):
         sys.exit(problem)
 
 

@@ -1,9 +1,12 @@
 """Stage `compare`: base against fine-tuned on the same test items, with the difference's 95 % interval and a
 paired test.
 
+  metrics/headline.json            `dvc metrics show` and `dvc exp show`: per model (base, ft) the strict parse rate,
+                                   exact match and each field's main score, one short column each
   metrics/compare/<measure>.json   base, finetuned, diff, ci95_lower, ci95_upper, p_value: one row each of
-                                   `dvc metrics show` (parse_rate, exact_match, each field's main score, the
-                                   mean absolute error of each numeric field and the chrF of each text field)
+                                   `dvc metrics show metrics/compare` (parse_rate, exact_match, each field's main
+                                   score, repaired_rate, the mean absolute error of each numeric field and the chrF
+                                   of each text field)
   metrics/compare.md               the same as a table, with the test and the number of items behind each row
 
 Right/wrong measures are paired per item and tested with McNemar's exact test (only the items on which the two
@@ -20,7 +23,7 @@ import sys
 
 from stages.common import ROOT, drop_stale, read_jsonl, setup_logging, test_set_marker, write_json
 from stages.scoring.answers import parse_response, value
-from stages.scoring.fields import check_predictions, reference
+from stages.scoring.fields import check_predictions, headline_names, reference
 from stages.scoring.measures import abs_errors, outcomes, text_scores
 from stages.scoring.paired import paired_binary, paired_errors
 from stages.storage.atomic import atomic_dir, write_atomic
@@ -28,10 +31,12 @@ from stages.storage.atomic import atomic_dir, write_atomic
 log = logging.getLogger("compare")
 
 
-def compare(refs: list[dict], base: list[dict | None], tuned: list[dict | None], specs: dict) -> dict[str, tuple]:
-    """measure -> (row, test info), for the parsed answers of both models against the same references."""
-    pb, pt = list(zip(refs, base)), list(zip(refs, tuned))
-    ob, ot = outcomes(pb, specs), outcomes(pt, specs)
+def compare(refs: list[dict], base: list[tuple[dict | None, str]], tuned: list[tuple[dict | None, str]],
+            specs: dict) -> dict[str, tuple]:
+    """measure -> (row, test info), for the (parsed answer, parse status) of both models against the same references."""
+    pb, pt = [(r, p) for r, (p, _) in zip(refs, base)], [(r, p) for r, (p, _) in zip(refs, tuned)]
+    ob, ot = outcomes(pb, specs, [s for _, s in base]), outcomes(pt, specs, [s for _, s in tuned])
+    base, tuned = [p for p, _ in base], [p for p, _ in tuned]
     out = {name: paired_binary(ob[name], ot[name]) for name in ob}
     for f in (f for f, s in specs.items() if s["type"] == "numeric"):
         out[f"{f}_mae"] = paired_errors(abs_errors(pb, f), abs_errors(pt, f))
@@ -39,6 +44,18 @@ def compare(refs: list[dict], base: list[dict | None], tuned: list[dict | None],
         chrf = [text_scores([r[f] for r in refs], [value(p, f) for p in answers])["chrf"] for answers in (base, tuned)]
         out[f"{f}_chrf"] = paired_errors(*chrf)
     return out
+
+
+HEADLINE = {"parse_rate": "parse", "exact_match": "exact"}   # short names: `dvc exp show` prints one column each
+
+
+def headline(result: dict[str, tuple], specs: dict) -> dict:
+    """metrics/headline.json, the one metrics file declared in dvc.yaml: per model (base, ft = fine-tuned) the strict
+    parse rate, exact match and each field's main score under the field's own name, so that `dvc exp show` has one
+    short column per measure and model (the intervals and tests are in metrics/compare/)."""
+    names = {**HEADLINE, **{m: f if f not in HEADLINE.values() else m for f, m in headline_names(specs).items()}}
+    return {model: {short: result[name][0][key] for name, short in names.items()}
+            for model, key in (("base", "base"), ("ft", "finetuned"))}
 
 
 def file_stem(name: str) -> str:
@@ -50,7 +67,10 @@ def markdown(result: dict[str, tuple]) -> str:
     fmt = lambda x, spec="{:.1%}": "-" if x is None else spec.format(x)   # noqa: E731
     lines = ["# Base against fine-tuned, on the same test items", "",
              "`_mae` rows are mean absolute errors (lower is better) over the items both models answered with a "
-             "number (each model's own, with no difference, where no item has both); `_chrf` rows mean chrF (0..1, character n-gram F-score); the other rows are shares of items right. The interval is the difference's (paired bootstrap).",
+             "number (each model's own, with no difference, where no item has both); `_chrf` rows mean chrF (0..1, "
+             "character n-gram F-score); the other rows are shares of items right. `parse_rate` counts answers that are "
+             "valid JSON as they stand with every field; `repaired_rate` those valid only after repair (junk tokens, "
+             "prose, broken quotes or a truncated object fixed). The interval is the difference's (paired bootstrap).",
              "", "| measure | base | fine-tuned | difference | 95 % interval | p | test | items |",
              "|---|---|---|---|---|---|---|---|"]
     for name, (r, info) in result.items():
@@ -70,17 +90,19 @@ def main() -> None:
     preds = {w: read_jsonl(ROOT / "data" / "predictions" / f"{w}.jsonl") for w in ("base", "finetuned")}
     problems = [f"{w}: {p}" for w, rows in preds.items() for p in check_predictions(rows, test_rows)]
     if problems:   # nothing written: previous outputs of this test set stay
-        drop_stale([ROOT / "metrics" / "compare", ROOT / "metrics" / "compare.md"], ROOT / "metrics" / "compare.md", marker)
+        drop_stale([ROOT / "metrics" / "compare", ROOT / "metrics" / "headline.json", ROOT / "metrics" / "compare.md"],
+                   ROOT / "metrics" / "compare.md", marker)
         log.error("%s test rows cannot be compared:\n  %s", f"{len(problems):,}", "\n  ".join(problems[:20]))
         sys.exit(1)
     kind, specs = schema["answer_kind"], schema["fields"]
     refs = [reference(t["messages"][-1]["content"], kind) for t in test_rows]
-    parsed = {w: [parse_response(r["response"] or "", kind)[0] for r in rows] for w, rows in preds.items()}
+    parsed = {w: [parse_response(r["response"] or "", kind) for r in rows] for w, rows in preds.items()}
     result = compare(refs, parsed["base"], parsed["finetuned"], specs)
 
     with atomic_dir(ROOT / "metrics" / "compare", cached=False) as tmp:   # cache: false in dvc.yaml
         for name, (r, _) in result.items():
             write_json(tmp / f"{file_stem(name)}.json", r)
+    write_json(ROOT / "metrics" / "headline.json", headline(result, specs))
     write_atomic(ROOT / "metrics" / "compare.md", markdown(result) + "\n" + marker + "\n")
     for name, (r, info) in result.items():
         log.info("%-22s base %s  fine-tuned %s  diff %s [%s, %s]  p %s (%s, %s items)", name, r["base"],

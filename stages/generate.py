@@ -20,11 +20,13 @@ from scipy.special import expit
 from tqdm import tqdm
 
 from stages.common import ROOT, count, setup_logging, stage_params
+from stages.params.paths import GENERATED_COLUMNS as COLUMNS
 from stages.params.paths import synth_folder_problem
+from stages.params.rules import SYNTH_DIR
 from stages.storage.atomic import atomic_dir
 
 log = logging.getLogger("pipeline.generate")
-COLUMNS = ["id", "image_1", "image_2", "analysis", "direction", "distance"]
+
 def _window(size: int, cx: float, cy: float, radius: float):
     """The pixels within `radius` of (cx, cy): their slices and x, y offsets from the centre."""
     y0, y1, x0, x1 = (min(max(int(c + r), 0), size) for c in (cy, cx) for r in (-radius, radius + 2))
@@ -122,9 +124,11 @@ def generate(out_dir: Path, cfg: dict, seed: int) -> list[dict]:
 def main() -> None:
     setup_logging()
     p = stage_params("generate")
-    if problem := synth_folder_problem(ROOT, p["synth"]["out_dir"]):   # run alone, outside DVC
+    # DVC leaves the folder in place (persist), so this check comes before anything in it is replaced, whether
+    # check_params ran first or not (`dvc repro generate`)
+    if problem := synth_folder_problem(ROOT):
         raise SystemExit(problem)
-    generate(ROOT / p["synth"]["out_dir"], p["synth"], p["seed"])
+    generate(ROOT / SYNTH_DIR, p["synth"], p["seed"])
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def main() -> None:
              ", ".join(f"{f} ({s['type']})" for f, s in specs.items()))
 
     pairs = [(r, pred) for r, (pred, _) in zip(refs, parsed)]
-    metrics = score(pairs, specs)
+    metrics = score(pairs, specs, [status for _, status in parsed])
     metrics["parse_status"] = {s: sum(st == s for _, st in parsed) for s in ("ok", "repaired", "failed")}
     tables = plot_tables([t["id"] for t in test_rows], pairs, specs)
     worst_md = worst_markdown(which, worst_table(test_rows, responses, refs, parsed, specs, p["worst_n"]), len(refs),
@@ -124,8 +124,9 @@ def main() -> None:
         write_atomic(path, tables[path.name])
     write_atomic(report, worst_md)
 
-    log.info("%s: %s, parse rate %.1f%% %s, all fields exact %.1f%%", which, count(len(refs), "prediction"),
-             100 * metrics["parse_rate"], metrics["parse_status"], 100 * metrics["exact_match"])
+    log.info("%s: %s, strictly valid %.1f%% (repaired %.1f%%; %s), all fields exact %.1f%%", which,
+             count(len(refs), "prediction"), 100 * metrics["parse_rate"], 100 * metrics["repaired_rate"],
+             metrics["parse_status"], 100 * metrics["exact_match"])
     for f, m in metrics["fields"].items():
         key = "accuracy" if "accuracy" in m else "exact"
         ci = m[f"{key}_ci95"]

@@ -15,7 +15,7 @@ SHIPPED = {"train.tuner_type": "lora", "train.use_liger_kernel": False, "model.s
            "model.model_id": "Qwen/Qwen3-VL-2B-Instruct", "model.local_dir": "", "model.template": "",
            "model.builtin.hidden_size": 64, "lora.rank": 8, "lora.alpha": 32, "lora.dropout": 0.05,
            "lora.target_modules": ["all-linear"], "lora.use_dora": False, "lora.use_rslora": False,
-           "lora.modules_to_save": [], "lora.dtype": None, "synth.out_dir": "data/raw", "synth.num_samples": 3200,
+           "lora.modules_to_save": [], "lora.dtype": None, "synth.num_samples": 3200,
            "data.raw_dir": "data/raw", "data.format": "table", "data.columns.id": "id",
            "data.label_map": "label_map.json", "data.test_labels": "", "data.test_ratio": 0.15}
 

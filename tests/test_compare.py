@@ -4,7 +4,7 @@ import json
 import pytest
 from scipy.stats import binomtest
 
-from stages.compare import compare, file_stem, markdown
+from stages.compare import compare, file_stem, headline, markdown
 from stages.scoring.paired import paired_binary, paired_errors
 
 SPECS = {"direction": {"type": "categorical", "tolerance": 0}, "distance": {"type": "numeric", "tolerance": 1},
@@ -46,13 +46,14 @@ def test_numeric_errors_are_paired_on_the_items_both_answered():
 def test_compare_rows_for_every_measure():
     refs = [{"direction": "+", "distance": 3, "analysis": "向+方向移动3步"},
             {"direction": "-", "distance": 5, "analysis": "向-方向移动5步"}]
-    base = [None, {"direction": "+", "distance": 9, "analysis": "x"}]
-    tuned = [{"direction": "+", "distance": 4, "analysis": "向+方向移动3步。"}, {"direction": "-", "distance": 5,
-                                                                           "analysis": "向-方向移动5步"}]
+    base = [(None, "failed"), ({"direction": "+", "distance": 9, "analysis": "x"}, "repaired")]
+    tuned = [({"direction": "+", "distance": 4, "analysis": "向+方向移动3步。"}, "ok"),
+             ({"direction": "-", "distance": 5, "analysis": "向-方向移动5步"}, "ok")]
     out = compare(refs, base, tuned, SPECS)
     assert list(out) == ["parse_rate", "exact_match", "direction_accuracy", "distance_within_tol",
-                         "analysis_normalised", "distance_mae", "analysis_chrf"]
-    assert out["parse_rate"][0]["base"] == 0.5 and out["parse_rate"][0]["finetuned"] == 1.0
+                         "analysis_normalised", "repaired_rate", "distance_mae", "analysis_chrf"]
+    assert out["parse_rate"][0]["base"] == 0.0 and out["parse_rate"][0]["finetuned"] == 1.0   # repaired: not valid
+    assert out["repaired_rate"][0]["base"] == 0.5 and out["repaired_rate"][0]["finetuned"] == 0.0
     assert out["exact_match"][0]["finetuned"] == 0.5                 # distance 4 is not 3
     assert out["distance_within_tol"][0]["finetuned"] == 1.0         # but within 1
     assert out["analysis_normalised"][0]["finetuned"] == 1.0         # the full stop is folded
@@ -70,3 +71,13 @@ def test_field_names_become_safe_file_names():
     assert file_stem("方向_accuracy") == "方向_accuracy"
     assert file_stem("../../etc/x_accuracy") == "_.._etc_x_accuracy"
     assert "/" not in file_stem("a/b") and not file_stem(".hidden").startswith(".")
+
+
+def test_the_headline_has_one_short_key_per_measure_and_model():
+    refs = [{"direction": "+", "distance": 3, "parse": "a"}]
+    specs = {"direction": {"type": "categorical", "tolerance": 0}, "distance": {"type": "numeric", "tolerance": 1},
+             "parse": {"type": "categorical", "tolerance": 0}}   # a field named like a measure keeps its long name
+    out = compare(refs, [(None, "failed")], [({"direction": "+", "distance": 4, "parse": "a"}, "ok")], specs)
+    h = headline(out, specs)
+    assert h == {"base": {"parse": 0.0, "exact": 0.0, "direction": 0.0, "distance": 0.0, "parse_accuracy": 0.0},
+                 "ft": {"parse": 1.0, "exact": 0.0, "direction": 1.0, "distance": 1.0, "parse_accuracy": 1.0}}

@@ -11,7 +11,7 @@ from scipy.ndimage import gaussian_filter
 import stages.generate as gen
 from stages.params.paths import foreign_files, synth_folder_problem
 
-CFG = {"out_dir": "data/raw", "num_samples": 40, "image_size": 64, "max_distance": 10, "focus_sigma": 0.5,
+CFG = {"num_samples": 40, "image_size": 64, "max_distance": 10, "focus_sigma": 0.5,
        "blur_per_step": 0.6, "noise_std": 0.02, "full_well": 1000, "brightness_jitter": 0.1}
 QUIET = {**CFG, "noise_std": 0.0, "full_well": 0, "brightness_jitter": 0.0}
 
@@ -122,9 +122,25 @@ def test_bad_synth_params_name_the_key_and_the_valid_range(params, key, value, m
 
 
 def test_foreign_files_are_what_generate_did_not_write(tmp_path):
-    assert foreign_files(tmp_path / "new") == [] and synth_folder_problem(tmp_path, "new") is None
-    gen.generate(tmp_path / "out", {**CFG, "num_samples": 2}, 0)
-    assert foreign_files(tmp_path / "out") == []                     # a previous run's output may be replaced
-    (tmp_path / "out" / "notes.txt").write_text("mine", encoding="utf-8")
-    assert foreign_files(tmp_path / "out") == ["notes.txt"]
-    assert "out holds files the generate stage did not write (notes.txt)" in synth_folder_problem(tmp_path, "out")
+    assert foreign_files(tmp_path / "data/new") == [] and synth_folder_problem(tmp_path, "data/new") is None
+    out = tmp_path / "data/out"
+    gen.generate(out, {**CFG, "num_samples": 2}, 0)
+    assert foreign_files(out) == []                                  # a previous run's output may be replaced
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    assert foreign_files(out) == ["notes.txt"]
+    assert "data/out holds files the generate stage did not write (notes.txt)" in synth_folder_problem(tmp_path, "data/out")
+    assert synth_folder_problem(tmp_path) is None                  # data/raw: not there yet
+
+
+def test_a_users_images_and_labels_under_the_generators_names_are_foreign(tmp_path):
+    """A user's data in the README's layout (images/ + labels.csv) once passed as the stage's own, by name alone."""
+    out = tmp_path / "data/mine"
+    gen.generate(out, {**CFG, "num_samples": 2}, 0)
+    (out / "images/cell_a.jpg").write_bytes(b"mine")
+    (out / "labels.csv").write_text("image,label\nimages/cell_a.jpg,3\n", encoding="utf-8")
+    assert foreign_files(out) == ["images/cell_a.jpg", "labels.csv"]
+    (out / "labels.csv").unlink()
+    (out / "images/000000_1.png").unlink()
+    (out / "images/000000_1.png").symlink_to(out / "images/cell_a.jpg")   # a link out is never the stage's
+    assert foreign_files(out) == ["images/000000_1.png", "images/cell_a.jpg"]
+

@@ -54,13 +54,21 @@ def test_repro_outputs_and_metrics(reproduced):
     assert direction["finetuned"] == ft["fields"]["direction"]["accuracy"] > direction["base"]
     rows = [json.loads(line) for line in (repo / "data/dataset/test.jsonl").read_text().splitlines()]
     assert all(not os.path.isabs(p) for r in rows for p in r["images"])
+    headline = json.loads((repo / "metrics/headline.json").read_text())
+    measures = ["parse", "exact", "analysis", "direction", "distance"]
+    assert {m: list(v) for m, v in headline.items()} == {"base": measures, "ft": measures}
+    assert headline["ft"]["direction"] == direction["finetuned"] and headline["ft"]["parse"] == parse["finetuned"]
     shown = sh("dvc", "metrics", "show", cwd=repo).stdout
+    lines = shown.splitlines()
+    assert lines[0].split() == ["Path", *(f"{m}.{k}" for m in ("base", "ft") for k in measures)], shown
+    assert [line.split()[0] for line in lines[1:]] == ["metrics/headline.json"], shown
+    shown = sh("dvc", "metrics", "show", "metrics/compare", cwd=repo).stdout    # per measure: interval and p
     lines = shown.splitlines()
     assert lines[0].split() == ["Path", "base", "ci95_lower", "ci95_upper", "diff", "finetuned", "p_value"], shown
     assert {line.split()[0] for line in lines[1:]} == {f"metrics/compare/{m}.json" for m in (
-        "parse_rate", "exact_match", "direction_accuracy", "distance_within_tol", "analysis_normalised", "distance_mae",
-        "analysis_chrf")}
-    assert max(map(len, lines)) <= 120, shown                         # the headline fits a terminal
+        "parse_rate", "exact_match", "direction_accuracy", "distance_within_tol", "analysis_normalised",
+        "repaired_rate", "distance_mae", "analysis_chrf")}
+    assert max(map(len, lines)) <= 120, shown                         # the table fits a terminal
 
 
 def test_the_default_trains_a_lora_adapter(reproduced):
@@ -160,13 +168,60 @@ def test_rank_32_experiment_changes_the_adapter_and_reruns_train_onwards_only(re
     assert (rank8[a].shape[0], rank32[a].shape[0]) == (8, 32)
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
     text = json.dumps(shown)
-    assert "rank32" in text and "metrics/compare/direction_accuracy.json" in text
+    assert "rank32" in text and "metrics/headline.json" in text
     diff = json.loads(sh("dvc", "metrics", "diff", "--all", "--json", cwd=repo).stdout)   # last commit vs experiment
-    assert "metrics/compare/direction_accuracy.json" in diff, diff
+    assert "ft.direction" in diff["metrics/headline.json"], diff
     rows = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
-    parse = next(iter(rows.values()))["data"]["metrics/compare/parse_rate.json"]["data"]
-    committed = json.loads(sh("git", "show", "HEAD:metrics/compare/parse_rate.json", cwd=repo).stdout)
-    assert parse["base"] == committed["base"]                                     # base was not rerun
+    now = next(iter(rows.values()))["data"]["metrics/headline.json"]["data"]
+    committed = json.loads(sh("git", "show", "HEAD:metrics/headline.json", cwd=repo).stdout)
+    assert now["base"] == committed["base"]                                       # base was not rerun
+
+
+def test_a_b_between_two_experiments_reads_dvc_and_tests_each_measure(reproduced):
+    """The README's A/B after `dvc exp run`: the committed default against the rank-32 experiment (the test above),
+    from DVC's cache, every measure with its interval and p; another test split is refused."""
+    repo = reproduced
+    r = sh("python", "-m", "stages.commands.ab", "HEAD", "rank32", cwd=repo)
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["A: HEAD", "B: rank32"], r.stdout
+    rows = {line.split()[0]: line for line in lines[3:] if line and not line.startswith(("No ", "p <"))}
+    assert list(rows)[0] == "measure" and set(rows) - {"measure"} == {
+        "parse_rate", "exact_match", "direction_accuracy", "distance_within_tol", "analysis_normalised",
+        "repaired_rate", "distance_mae", "analysis_chrf"}, r.stdout
+    head = json.loads(sh("git", "show", "HEAD:metrics/headline.json", cwd=repo).stdout)["ft"]
+    assert rows["direction_accuracy"].split()[1] == f"{head['direction']:.1%}", r.stdout   # A: the committed model
+    for name, line in rows.items():
+        if name != "measure":
+            assert " .. " in line and ("McNemar" in line or "Wilcoxon" in line), r.stdout
+    assert "beyond chance" in r.stdout or "p < 0.05" in r.stdout
+    set_params(repo, **{"seed": 7})                   # another split: not the same items
+    sh("dvc", "repro", "check_params", "generate", "build", cwd=repo)
+    refused = sh("python", "-m", "stages.commands.ab", "HEAD", "workspace", cwd=repo, check=False)
+    assert refused.returncode != 0 and "were tested on different test splits" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    back_to_commit(repo)
+
+
+def test_exp_show_of_three_experiments_fits_a_120_column_terminal(reproduced):
+    """`dvc exp show --only-changed` once printed 35 metric columns before the one param that changed: in 120 columns
+    the param was collapsed out of sight. Now every changed param and headline measure shows in full."""
+    repo = reproduced
+    sh("dvc", "exp", "run", "-S", "lora.rank=4", "-n", "rank4", cwd=repo)
+    env = {**ENV, "COLUMNS": "120"}
+    r = subprocess.run(["dvc", "exp", "show", "--only-changed", "--no-pager"], cwd=repo, env=env, text=True,
+                       capture_output=True, check=True)
+    lines = r.stdout.splitlines()
+    print(r.stdout)
+    assert max(map(len, lines)) <= 120, r.stdout
+    header = next(line for line in lines if "Experiment" in line)
+    for column in ("lora.rank", "ft.direction", "ft.distance"):
+        assert column in header, r.stdout
+    ranks = {line.split()[-1] for line in lines if "rank32" in line or "rank4" in line}
+    assert not ranks - {"32", "4"} and ranks, r.stdout      # the param's values, not collapsed
+    wide = subprocess.run(["dvc", "exp", "show", "--only-changed", "--no-pager"], cwd=repo,
+                          env={**ENV, "COLUMNS": "10000"}, text=True, capture_output=True, check=True).stdout
+    print(f"natural width: {max(map(len, wide.splitlines()))} columns")
+    back_to_commit(repo)
 
 
 def test_the_gpu_profile_after_an_experiment_leaves_params_yaml_whole(reproduced):

@@ -1,9 +1,9 @@
 """Faults and bad inputs against the real pipeline in a throwaway copy (run alone: pytest -m reliability).
 
 Each fault is a kill -9 of the whole `dvc repro` process group while a stage is mid-work. Survived means:
-no half-written file is in place; the previous outputs are there byte for byte, or (for outputs DVC
-caches, which DVC itself removes before it reruns a stage) come back byte for byte with `dvc checkout`;
-DVC still sees the stage as not done; and the next `dvc repro` finishes. The summary line at the end of
+no half-written file is in place; the previous outputs are there byte for byte (every output is `persist`, so DVC
+does not delete it before the stage runs, and the stage replaces it atomically); DVC still sees the stage as not
+done; and the next `dvc repro` finishes. The summary line at the end of
 the run counts faults, bad inputs and lost outputs.
 """
 from __future__ import annotations
@@ -108,14 +108,13 @@ def test_kill_9_mid_stage_loses_nothing(repo, reliability, stage, module, change
     kill_during(repo, module, fault_point)
     reliability.fault()
     left = digest(repo, OUTS[stage])
-    assert left.items() <= before.items(), f"{stage}: a half-written output is in place"
+    reliability.lost(len(before.items() - left.items()))
+    assert left == before, f"{stage}: the previous outputs are not in place"
     assert stage in stale(repo), f"{stage}: an interrupted run counted as done"
     (repo / "params.yaml").write_text(original, encoding="utf-8")
-    out = sh("dvc", "repro", cwd=repo).stdout                     # no stale lock; last good outputs come
-    assert stage not in ran(out), f"{stage} recomputed instead of restored"   # back from DVC's cache
-    restored = digest(repo, OUTS[stage])
-    reliability.lost(len(before.items() - restored.items()))
-    assert restored == before, f"{stage}: outputs lost by an interrupted run"
+    out = sh("dvc", "repro", cwd=repo).stdout                     # no stale lock: the outputs in place are
+    assert stage not in ran(out), f"{stage} recomputed, not kept"  # the recorded ones
+    assert digest(repo, OUTS[stage]) == before, f"{stage}: outputs lost by an interrupted run"
     set_params(repo, **change)
     sh("dvc", "repro", cwd=repo)                                   # and the interrupted change completes
     assert stale(repo) == set()
@@ -171,8 +170,7 @@ def restore(repo):
     ({"data.val_ratio": 0.6, "data.test_ratio": 0.5}, "data.val_ratio + data.test_ratio must be < 1"),
     ({"model.source": "local", "model.local_dir": "no/such/model"}, "no/such/model is not a directory"),
     ({"synth.out_dir": "../decoy", "data.raw_dir": "../decoy"},
-     "synth.out_dir '../decoy': must be a folder of its own under data/"),
-    ({"synth.out_dir": "docs", "data.raw_dir": "docs"}, "synth.out_dir 'docs': must be a folder of its own under data/"),
+     "synth.out_dir: removed; the generate stage always writes data/raw"),
     ({"model.source": "modelscope", "model.revision": "../../../decoy"},
      "model.revision '../../../decoy': expected a branch, a tag or a commit id"),
     ({"model.source": "modelscope", "model.model_id": "../decoy"}, "model.model_id '../decoy': expected a ModelScope id"),
@@ -183,12 +181,67 @@ def test_bad_params_refused_before_work(restore, reliability, change, message):
 
 
 def test_a_synthetic_data_folder_holding_user_files_is_not_replaced(restore, reliability):
-    """data/mine, not tracked by DVC, with a user's file in it: generate would replace the whole folder."""
-    (restore / "data/mine").mkdir(exist_ok=True)
-    (restore / "data/mine/notes.txt").write_text("mine\n", encoding="utf-8")
-    set_params(restore, **{"synth.out_dir": "data/mine", "data.raw_dir": "data/mine"})
-    refused(restore, reliability, "synth.out_dir: data/mine holds files the generate stage did not write (notes.txt)")
-    assert (restore / "data/mine/notes.txt").read_text(encoding="utf-8") == "mine\n"
+    """data/raw, the generate stage's output, with a user's file in it: DVC sees the output changed and reruns the
+    stage, which would replace the whole folder."""
+    (restore / "data/raw/notes.txt").write_text("mine\n", encoding="utf-8")
+    refused(restore, reliability, "data/raw holds files the generate stage did not write (notes.txt)")
+    assert (restore / "data/raw/notes.txt").read_text(encoding="utf-8") == "mine\n"
+    (restore / "data/raw/notes.txt").unlink()
+
+
+def users_own_data(repo: Path, folder: str) -> None:
+    """A user's data in the layout the README suggests (images/ + labels.csv), under names of their own."""
+    (repo / folder / "images").mkdir(parents=True, exist_ok=True)
+    for name in ("cell_a.png", "cell_b.png"):
+        Image.new("L", (64, 64), 90).save(repo / folder / "images" / name)
+    (repo / folder / "labels.csv").write_text("image_1,image_2,direction,distance\n"
+                                              "images/cell_a.png,images/cell_b.png,+,3\n", encoding="utf-8")
+
+
+# Every way a user runs the pipeline. synth.out_dir once named the generate stage's output folder: `dvc exp run`
+# checks every output out (force) before any stage runs, and deleted the folder it named (../decoy, docs/, a user's
+# data/mine) before check_params could refuse it; a queued experiment runs four levels below the repository's parent.
+# The output is now always data/raw, and the key is refused (by DVC's -S, or by check_params when edited by hand).
+OUT_DIR_PATHS = {
+    "exp run, outside": ["dvc", "exp", "run", "-S", "synth.out_dir=../decoy", "-S", "data.raw_dir=../decoy"],
+    "exp run, docs": ["dvc", "exp", "run", "-S", "synth.out_dir=docs", "-S", "data.raw_dir=docs"],
+    "exp run, own data": ["dvc", "exp", "run", "-S", "synth.out_dir=data/mine", "-S", "data.raw_dir=data/mine"],
+    "queued exp": ["dvc", "exp", "run", "--queue", "-S", "synth.out_dir=../../../../decoy"],
+}
+
+
+@pytest.mark.parametrize("case", OUT_DIR_PATHS)
+def test_no_experiment_names_a_folder_for_the_generate_stage_to_replace(restore, reliability, case):
+    users_own_data(restore, "data/mine")
+    before = digest(restore, ["data/mine"])
+    refused(restore, reliability, "Invalid `--set-param` value", *OUT_DIR_PATHS[case])
+    assert digest(restore, ["data/mine"]) == before, "the user's data/mine changed"
+    shutil.rmtree(restore / "data/mine")
+
+
+@pytest.mark.parametrize("argv", [["dvc", "repro"], ["dvc", "repro", "build"]])
+def test_the_key_edited_by_hand_is_refused_and_deletes_nothing(restore, reliability, argv):
+    """params.yaml edited by hand, then `dvc repro`, or `dvc repro build`, in which check_params does not run."""
+    users_own_data(restore, "data/mine")
+    before = digest(restore, ["data/mine"])
+    set_params(restore, **{"synth.out_dir": "data/mine"})
+    refused(restore, reliability, "synth.out_dir: removed; the generate stage always writes data/raw", *argv)
+    assert digest(restore, ["data/mine"]) == before, "the user's data/mine changed"
+    shutil.rmtree(restore / "data/mine")
+
+
+@pytest.mark.parametrize("argv", [["dvc", "repro", "generate"], ["dvc", "repro", "build"]])
+def test_user_files_in_the_synthetic_folder_are_never_deleted(restore, reliability, argv):
+    """The user's own data put into data/raw itself (the README says not to), then generate reruns: the stage
+    refuses before it deletes anything. (`dvc exp run` first checks every output out as recorded, DVC's own
+    `dvc checkout --force`, which puts data/raw back as the generate stage wrote it: the README says so.)"""
+    users_own_data(restore, "data/raw")
+    before = digest(restore, ["data/raw"])
+    refused(restore, reliability, "data/raw holds files the generate stage did not write (images/cell_a.png", *argv)
+    assert digest(restore, ["data/raw"]) == before, "data/raw changed"
+    for f in ("images/cell_a.png", "images/cell_b.png"):
+        (restore / "data/raw" / f).unlink()
+    sh("dvc", "checkout", "--force", "data/raw", cwd=restore)   # the generated labels.csv back
 
 
 def sixteen_bit(path: Path) -> None:
@@ -379,9 +432,26 @@ def test_two_queued_experiments_at_once_do_not_interfere(repo, reliability):
                    for m in ("parse_rate", "exact_match", "direction_accuracy")), metrics
 
 
+def test_a_failed_training_keeps_the_last_adapter(repo, reliability):
+    """ms-swift stops on a row longer than train.max_length (--strict): the adapter, its summary and curves from the
+    last good run stay in place (DVC deleted them before the stage ran, until `dvc checkout`)."""
+    original = (repo / "params.yaml").read_text(encoding="utf-8")
+    before = digest(repo, OUTS["train"] + ["metrics/plots/train_loss.csv", "metrics/plots/eval_loss.csv"])
+    set_params(repo, **{"train.max_length": 16})
+    r = sh("dvc", "repro", cwd=repo, check=False)
+    reliability.fault()
+    assert r.returncode != 0 and "Running stage 'train'" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    left = digest(repo, OUTS["train"] + ["metrics/plots/train_loss.csv", "metrics/plots/eval_loss.csv"])
+    reliability.lost(len(before.items() - left.items()))
+    assert left == before, "the last adapter is not in place after a failed run"
+    (repo / "params.yaml").write_text(original, encoding="utf-8")
+    assert "train" not in ran(sh("dvc", "repro", cwd=repo).stdout)   # the outputs in place are the recorded ones
+    reliability.survived()
+
+
 def test_disk_full_while_training_is_a_clear_error(repo, reliability):
     """ms-swift writes the adapter into models/checkpoints first: a 256 KiB tmpfs there fills at the first
-    checkpoint. The stage says so in one line; the last good adapter comes back from DVC's cache."""
+    checkpoint. The stage says so in one line; the last good adapter stays in place."""
     original = (repo / "params.yaml").read_text(encoding="utf-8")
     before = digest(repo, OUTS["train"])
     checkpoints = repo / "models" / "checkpoints"
@@ -397,14 +467,15 @@ def test_disk_full_while_training_is_a_clear_error(repo, reliability):
         assert r.returncode != 0
         assert "swift sft failed with exit code" in said and "no space left on device in" in said, said[-3000:]
         assert "train" in stale(repo)
+        left = digest(repo, OUTS["train"])
+        reliability.lost(len(before.items() - left.items()))
+        assert left == before, "the last adapter is not in place after a failed run"
     finally:
         subprocess.run(["umount", str(checkpoints)], check=True)
     (repo / "params.yaml").write_text(original, encoding="utf-8")
     out = sh("dvc", "repro", cwd=repo).stdout
-    assert "train" not in ran(out)                                 # restored from DVC's cache, not retrained
-    restored = digest(repo, OUTS["train"])
-    reliability.lost(len(before.items() - restored.items()))
-    assert restored == before
+    assert "train" not in ran(out)                                 # the adapter in place is the recorded one
+    assert digest(repo, OUTS["train"]) == before
     reliability.survived()
 
 

@@ -69,15 +69,18 @@ def test_parse_and_judge_real_looking_outputs(text, expected, status, wrong):
 def test_nan_infinity_and_huge_numbers_are_wrong_not_a_crash(text):
     parsed, status = parse_answer(text)
     assert status == "ok" and not isinstance(parsed["distance"], str)
-    m = score([(REF, parsed)], SPECS)["fields"]["distance"]
+    m = score([(REF, parsed)], SPECS, [status])["fields"]["distance"]
     assert (m["exact"], m["within_tol"], m["mae"], m["mae_n"], m["missing"]) == (0.0, 0.0, None, 0, 0)
 
 
 def test_score_of_the_output_table():
-    m = score([(REF, parse_answer(text)[0]) for text, *_ in OUTPUTS], SPECS)
+    parsed = [parse_answer(text) for text, *_ in OUTPUTS]
+    m = score([(REF, p) for p, _ in parsed], SPECS, [status for _, status in parsed])
     n = len(OUTPUTS)
     assert m["n"] == n == 23
-    assert m["parse_rate"] == round(18 / n, 4)
+    # strictly valid: 6 of the 18 that give an object (as they stand, every field: the clean two, "7", 7.0, the
+    # extra field and the full-width one); valid only after repair: the one with <|im_end|> after it
+    assert m["parse_rate"] == round(6 / n, 4) and m["repaired_rate"] == round(1 / n, 4)
     assert m["exact_match"] == round(sum(not w for *_, w in OUTPUTS) / n, 4) == round(5 / n, 4)
     d = m["fields"]["direction"]
     assert d["accuracy"] == round(13 / n, 4)
@@ -95,7 +98,7 @@ def test_score_of_the_output_table():
 
 
 def test_rates_carry_wilson_intervals_with_fixed_keys():
-    m = score([(REF, dict(REF)), (REF, None)], SPECS)
+    m = score([(REF, dict(REF)), (REF, None)], SPECS, ["ok", "failed"])
     assert m["parse_rate"] == 0.5 and m["parse_rate_ci95"] == {"lower": 0.0945, "upper": 0.9055}
     assert set(m["fields"]["distance"]) == {"exact", "exact_ci95", "within_tol", "within_tol_ci95", "mae", "mae_n",
                                             "missing"}
@@ -106,9 +109,9 @@ def test_rates_carry_wilson_intervals_with_fixed_keys():
 
 
 def test_score_empty_and_missing_field():
-    empty = score([], SPECS)
+    empty = score([], SPECS, [])
     assert empty["n"] == 0 and empty["parse_rate"] is None and empty["parse_rate_ci95"] == {"lower": 0.0, "upper": 1.0}
-    m = score([(REF, {"direction": "-"})], SPECS)
+    m = score([(REF, {"direction": "-"})], SPECS, ["ok"])
     assert m["fields"]["distance"]["exact"] == 0.0 and m["fields"]["distance"]["missing"] == 1
     assert m["fields"]["distance"]["mae"] is None
     assert m["exact_match"] == 0.0
@@ -117,7 +120,7 @@ def test_score_empty_and_missing_field():
 def test_categorical_precision_recall_and_never_predicted_class():
     refs = [{"d": "+"}, {"d": "+"}, {"d": "-"}, {"d": "-"}]
     preds = [{"d": "+"}, {"d": "+"}, {"d": "+"}, None]
-    m = score(list(zip(refs, preds)), {"d": {"type": "categorical", "tolerance": 0}})["fields"]["d"]
+    m = score(list(zip(refs, preds)), {"d": {"type": "categorical", "tolerance": 0}}, ["ok"] * len(refs))["fields"]["d"]
     assert m["accuracy"] == 0.5 and m["missing"] == 1
     assert m["per_class"]["+"]["precision"] == round(2 / 3, 4) and m["per_class"]["+"]["recall"] == 1.0
     assert m["per_class"]["-"]["precision"] is None      # never predicted: undefined, not 0
@@ -160,7 +163,7 @@ def test_normalise_text(a, b, same):
 def test_text_field_exact_vs_normalised():
     refs = [{"t": "电机应该向-方向移动7步。"}] * 3
     preds = [{"t": "电机应该向-方向移动7步。"}, {"t": "电机应该向-方向移动７步"}, {"t": 7}]
-    m = score(list(zip(refs, preds)), {"t": {"type": "text", "tolerance": 0}})["fields"]["t"]
+    m = score(list(zip(refs, preds)), {"t": {"type": "text", "tolerance": 0}}, ["ok"] * len(refs))["fields"]["t"]
     assert (m["exact"], m["normalised"], m["missing"]) == (round(1 / 3, 4), round(2 / 3, 4), 0)
 
 
@@ -251,6 +254,15 @@ def test_text_metrics_in_english_match_sacrebleu_and_work_by_character_in_chines
 def test_a_text_field_gets_text_metrics_with_intervals():
     refs = [{"t": s} for s in ("一只白狗在海滩上奔跑。", "白色桌子上的一个红色方块。", "A red square.")]
     preds = [{"t": "一只黑狗在海滩上奔跑。"}, None, {"t": "A red square."}]
-    m = score(list(zip(refs, preds)), {"t": {"type": "text", "tolerance": 0}})["fields"]["t"]
+    m = score(list(zip(refs, preds)), {"t": {"type": "text", "tolerance": 0}}, ["ok"] * len(refs))["fields"]["t"]
     assert m["cer"] == pytest.approx((1 / 11 + 1 + 0) / 3, abs=1e-4)
     assert m["chrf_ci95"]["lower"] <= m["chrf"] <= m["chrf_ci95"]["upper"]
+
+
+@pytest.mark.parametrize("text", ['{"direction":}', '{"direction": "+", "distance":', '{"analysis": "", "direction'])
+def test_broken_json_rebuilt_by_repair_is_not_counted_as_parsed(text):
+    """A barely trained model's `{"direction":}` once counted as parsed (json-repair rebuilt an object), so the parse
+    rate rose from 0 to 100 % while every field was missing."""
+    parsed, status = parse_answer(text)
+    m = score([(REF, parsed)], SPECS, [status])
+    assert status != "ok" and m["parse_rate"] == 0.0 and m["repaired_rate"] == 0.0

@@ -330,7 +330,9 @@ def test_named_images_are_the_request_s_own_list():
 
 def tiny_engine(tmp_path, n: int, missing: int | None = None):
     """ms-swift's engine over the tiny Qwen3-VL on the CPU (batches of 4), and n two-image requests (request
-    `missing`'s second image missing, so that it fails to encode)."""
+    `missing`'s second image a file that is not an image, so that it fails to encode the same way wherever the test
+    runs: ms-swift's load_file hands a path that does not exist to base64.b64decode, whose error then depends on the
+    characters of the temporary folder's name)."""
     from PIL import Image
     from swift.infer_engine import InferRequest, TransformersEngine
 
@@ -343,7 +345,8 @@ def tiny_engine(tmp_path, n: int, missing: int | None = None):
     requests = [InferRequest(messages=[{"role": "user", "content": f"<image><image>pair {i}"}],
                              images=[str(paths[i % 5]), str(paths[(i + 1) % 5])]) for i in range(n)]
     if missing is not None:
-        requests[missing].images[1] = str(tmp_path / "missing.png")
+        (tmp_path / "not_an_image.png").write_text("not an image\n", encoding="utf-8")
+        requests[missing].images[1] = str(tmp_path / "not_an_image.png")
     return TransformersEngine(str(tmp_path / "model"), model_type="qwen3_vl", max_batch_size=4), requests
 
 
@@ -351,6 +354,8 @@ def test_the_encoding_processes_give_ms_swift_s_encoding(tmp_path):
     """One forked process encodes 3 batches in slices of 2: the same samples as ms-swift's `_batch_encode` (pixels in
     the dtype asked for), the failed request (beside a good one in its slice) reported at its place within its
     batch, and raised in strict mode with the worker's traceback, the next batch still its own."""
+    from PIL import UnidentifiedImageError
+
     from stages.speed.encoders import Encoders
     from stages.speed.prefetch import SERIAL_ENCODE, batches
 
@@ -380,7 +385,7 @@ def test_the_encoding_processes_give_ms_swift_s_encoding(tmp_path):
     encoders = Encoders(engine.template, chunks, None, True, 2)
     try:
         encoders.encode(0, True)
-        with pytest.raises(FileNotFoundError) as raised:
+        with pytest.raises(UnidentifiedImageError) as raised:
             encoders.encode(1, True)
         assert "in an encoding process" in raised.value.__notes__[0]
         third = encoders.encode(2, True)[0]   # the failed batch was read to its end

@@ -9,24 +9,13 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
-from pathlib import PurePosixPath
 from typing import Callable
 
 from stages.params.tree import flatten
 
-# Folders other stages write; synth.out_dir is replaced whole, so it may be none of them.
-PIPELINE_FOLDERS = frozenset({"data/dataset", "data/predictions"})
-
-
-def own_data_folder_problem(key: str, path: str) -> str | None:
-    """A folder a stage deletes and rewrites on every run must be one of its own under data/: an absolute path,
-    `..`, or a folder such as docs/ would be deleted with what it holds."""
-    parts = PurePosixPath(path.replace("\\", "/")).parts
-    inside = [f for f in PIPELINE_FOLDERS if "/".join(parts[:2]) == f]
-    if len(parts) >= 2 and parts[0] == "data" and ".." not in parts and not inside:
-        return None
-    return (f"{key} {path!r}: must be a folder of its own under data/ (e.g. data/raw), not an absolute path, '..', "
-            f"or {' or '.join(sorted(PIPELINE_FOLDERS))}: the stage deletes and rewrites it on every run")
+SYNTH_DIR = "data/raw"   # the generate stage's output. Not a param: `dvc exp run` checks a stage's outputs out
+                          # (force) before it runs anything, and deleted whatever folder such a param named
+REMOVED = {"synth.out_dir": f"the generate stage always writes {SYNTH_DIR}; delete the key (your data: data.raw_dir)"}
 
 
 HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")   # one part of a ModelScope id, a branch, a tag, a commit id
@@ -61,10 +50,9 @@ def backend_problem(backend: str) -> str | None:
 def rule_problems(p: dict) -> list[str]:
     """Cross-field rules on the raw params: each yields its problem or nothing. A rule whose keys are missing or
     mistyped is skipped: the schema already reports those keys."""
-    m, d, t, s, y, i = (p.get(k) if isinstance(p.get(k), dict) else {}
-                        for k in ("model", "data", "train", "score", "synth", "infer"))
+    m, d, t, s, i = (p.get(k) if isinstance(p.get(k), dict) else {}
+                     for k in ("model", "data", "train", "score", "infer"))
     rules: list[Callable[[], str | None]] = [
-        lambda: own_data_folder_problem("synth.out_dir", y["out_dir"]),
         lambda: backend_problem(i["infer_backend"]),
         lambda: hub_problem(m["model_id"], m["revision"]),
         lambda: "model.source is 'local', so model.local_dir must name a model directory"
@@ -125,8 +113,8 @@ INERT: list[tuple[str, Callable[[dict], bool], str]] = [
      "model.source is not modelscope: nothing is downloaded; set model.source=modelscope"),
     ("model.local_dir", lambda p: p["model"]["source"] != "local",
      "model.source is not local: model.local_dir is not read; set model.source=local"),
-    ("synth.", lambda p: p["data"]["raw_dir"] != p["synth"]["out_dir"],
-     "data.raw_dir is not synth.out_dir: the synthetic data is not trained on; set data.raw_dir to synth.out_dir"),
+    ("synth.", lambda p: p["data"]["raw_dir"] != SYNTH_DIR,
+     f"data.raw_dir is not {SYNTH_DIR}: the synthetic data is not trained on; set data.raw_dir to {SYNTH_DIR}"),
     ("data.columns.", lambda p: p["data"]["format"] not in ("table", "auto"),
      "data.format is not table: the column roles are not read"),
     ("data.label_map", lambda p: p["data"]["format"] not in ("filename", "auto"),

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stages.params.rules import inert_changes, rule_problems
+from stages.params.rules import REMOVED, inert_changes, rule_problems
 
 # The input formats: format `<name>` is read by stages/dataset/formats/<name>.py, so a new format is its module and
 # its name here; `data.format: auto` asks them in this order whether a file is theirs (table if none).
@@ -47,7 +47,6 @@ class Model(Section):
 
 
 class Synth(Section):
-    out_dir: str
     num_samples: int = Field(gt=0)
     image_size: int = Field(ge=32, le=2048)
     max_distance: int = Field(gt=0)
@@ -167,6 +166,8 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 def _describe(err: dict) -> str:
     loc = tuple(p for p in err["loc"])
     key = ".".join(str(p) for p in loc) or "params.yaml"
+    if err["type"] == "extra_forbidden" and key in REMOVED:
+        return f"{key}: removed; {REMOVED[key]}"
     if err["type"] == "extra_forbidden":
         valid = _valid_keys(Params, loc)
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1)

@@ -55,6 +55,17 @@ def parse_response(text: str, kind: str) -> tuple[dict | None, str]:
     return ({TEXT_FIELD: cleaned}, "ok" if cleaned == text.strip() else "repaired") if cleaned else (None, "failed")
 
 
+def strictly_valid(pred: dict | None, status: str, fields) -> bool:
+    """The response was the answer as it stands (status `ok`: no repair) and it gives every field a value; an
+    object with a field missing, or one json-repair rebuilt (`{"direction":}` -> {"direction": ""}), is not."""
+    return status == "ok" and all(value(pred, f) is not None for f in fields)
+
+
+def repaired_only(pred: dict | None, status: str, fields) -> bool:
+    """Every field has a value, but only after repair: valid had the model's text been cleaned up."""
+    return status == "repaired" and all(value(pred, f) is not None for f in fields)
+
+
 def value(pred: dict | None, field: str):
     """The predicted value of `field`, None when missing: no answer, no such key, null or ""."""
     v = pred.get(field) if pred else None

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from stages.scoring.answers import MISSING, is_number, label, normalise_text, value
+from stages.scoring.answers import MISSING, is_number, label, normalise_text, repaired_only, strictly_valid, value
 from stages.scoring.fields import headline_names
 from stages.scoring.paired import mean_interval
 from stages.scoring.text import MEASURES, per_item
@@ -31,10 +31,11 @@ def rate(name: str, k: int, n: int) -> dict:
             f"{name}_ci95": {"lower": round(lower, 4), "upper": round(upper, 4)}}
 
 
-def outcomes(pairs: list[tuple[dict, dict | None]], specs: dict[str, dict]) -> dict[str, list[bool]]:
-    """Per test item, right or wrong by each headline measure: parse rate, exact match, each field's main score.
-    The same lists for two models on the same items are what a paired test compares."""
-    out = {"parse_rate": [p is not None for _, p in pairs],
+def outcomes(pairs: list[tuple[dict, dict | None]], specs: dict[str, dict], statuses: list[str]) -> dict[str, list[bool]]:
+    """Per test item, right or wrong by each headline measure: parse rate (strictly valid: no repair, every field),
+    exact match, each field's main score, then the share valid only after repair. The same lists for two models on
+    the same items are what a paired test compares."""
+    out = {"parse_rate": [strictly_valid(p, st, specs) for (_, p), st in zip(pairs, statuses)],
            "exact_match": [p is not None and all(correct(s, r[f], value(p, f)) for f, s in specs.items())
                            for r, p in pairs]}
     for f, name in headline_names(specs).items():
@@ -47,6 +48,7 @@ def outcomes(pairs: list[tuple[dict, dict | None]], specs: dict[str, dict]) -> d
                          for r, p in pairs]
         else:
             out[name] = [correct(spec, r[f], value(p, f)) for r, p in pairs]
+    out["repaired_rate"] = [repaired_only(p, st, specs) for (_, p), st in zip(pairs, statuses)]
     return out
 
 
@@ -116,11 +118,15 @@ def score_text(refs: list, preds: list) -> dict:
             **{k: v for m in MEASURES for k, v in mean_with_interval(m, scores[m]).items()}}
 
 
-def score(pairs: list[tuple[dict, dict | None]], specs: dict[str, dict]) -> dict:
-    """(reference, parsed prediction or None) pairs -> metrics with the same keys for every model."""
+def score(pairs: list[tuple[dict, dict | None]], specs: dict[str, dict], statuses: list[str]) -> dict:
+    """(reference, parsed prediction or None) pairs and their parse statuses -> metrics with the same keys for every
+    model. parse_rate counts the strictly valid answers (no repair, every field); repaired_rate those with every
+    field only after repair; the fields are scored on the parsed answers, repaired or not."""
     n = len(pairs)
     exact = sum(p is not None and all(correct(s, r[f], value(p, f)) for f, s in specs.items()) for r, p in pairs)
-    out = {"n": n, **rate("parse_rate", sum(p is not None for _, p in pairs), n),
+    strict = sum(strictly_valid(p, st, specs) for (_, p), st in zip(pairs, statuses))
+    repaired = sum(repaired_only(p, st, specs) for (_, p), st in zip(pairs, statuses))
+    out = {"n": n, **rate("parse_rate", strict, n), **rate("repaired_rate", repaired, n),
            **rate("exact_match", exact, n), "fields": {}}
     for f, spec in specs.items():
         refs, preds = [r[f] for r, _ in pairs], [value(p, f) for _, p in pairs]
