@@ -21,10 +21,11 @@ import logging
 import re
 import sys
 
-from stages.common import ROOT, drop_stale, read_jsonl, setup_logging, test_set_marker, write_json
+from stages.common import ROOT, drop_stale, read_jsonl, setup_logging, stage_params, test_set_marker, write_json
 from stages.scoring.answers import parse_response, value
 from stages.scoring.fields import check_predictions, headline_names, reference
-from stages.scoring.measures import abs_errors, outcomes, text_scores
+from stages.scoring.cards import card, picked
+from stages.scoring.measures import abs_errors, outcomes, text_scores, worst
 from stages.scoring.paired import paired_binary, paired_errors
 from stages.storage.atomic import atomic_dir, write_atomic
 
@@ -90,7 +91,7 @@ def main() -> None:
     preds = {w: read_jsonl(ROOT / "data" / "predictions" / f"{w}.jsonl") for w in ("base", "finetuned")}
     problems = [f"{w}: {p}" for w, rows in preds.items() for p in check_predictions(rows, test_rows)]
     if problems:   # nothing written: previous outputs of this test set stay
-        drop_stale([ROOT / "metrics" / "compare", ROOT / "metrics" / "headline.json", ROOT / "metrics" / "compare.md"],
+        drop_stale([ROOT / "metrics" / f for f in ("compare", "headline.json", "plots/examples", "compare.md")],
                    ROOT / "metrics" / "compare.md", marker)
         log.error("%s test rows cannot be compared:\n  %s", f"{len(problems):,}", "\n  ".join(problems[:20]))
         sys.exit(1)
@@ -98,6 +99,13 @@ def main() -> None:
     refs = [reference(t["messages"][-1]["content"], kind) for t in test_rows]
     parsed = {w: [parse_response(r["response"] or "", kind) for r in rows] for w, rows in preds.items()}
     result = compare(refs, parsed["base"], parsed["finetuned"], specs)
+    k = stage_params("compare")["score"]["examples"]
+    worst_items = worst([(r, p, s) for r, (p, s) in zip(refs, parsed["finetuned"])], specs, k)
+    with atomic_dir(ROOT / "metrics" / "plots" / "examples", cached=False) as tmp:   # drawn first: a missing image
+        for name, i in picked(worst_items, len(refs), k).items():                   # stops the stage before writing
+            answers = {"base": parsed["base"][i], "fine-tuned": parsed["finetuned"][i]}
+            card([ROOT / im for im in test_rows[i]["images"]], f"test item {test_rows[i]['id']} ({name[:-4]})",
+                 refs[i], answers, specs).save(tmp / name)
 
     with atomic_dir(ROOT / "metrics" / "compare", cached=False) as tmp:   # cache: false in dvc.yaml
         for name, (r, _) in result.items():

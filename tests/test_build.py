@@ -1,4 +1,6 @@
 """Unit tests of the build stage's pure parts: rows, splits, typing, the label map, message and image checks."""
+import base64
+import io
 import json
 from pathlib import Path
 
@@ -186,3 +188,26 @@ def test_imbalance_warning():
                                                 ("swift_jsonl", "data.jsonl", "swift_jsonl")])
 def test_detect_format(fixture, labels, fmt):
     assert detect(FIXTURES / fixture / "data" / labels) == fmt
+
+
+def rotated_jpeg(orientation: int) -> bytes:
+    """A phone's JPEG: pixels stored landscape, EXIF telling viewers to rotate them (6: 90 degrees clockwise)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    b = io.BytesIO()
+    Image.new("RGB", (80, 40), (200, 30, 30)).save(b, "JPEG", exif=exif.tobytes())
+    return b.getvalue()
+
+
+def test_an_image_viewers_rotate_is_refused_at_build_and_by_the_server(tmp_path):
+    """ms-swift reads the pixels as stored: a JPEG with EXIF orientation 6 was trained on sideways, with no word."""
+    from stages.serving.checks import image_problems
+
+    (tmp_path / "phone.jpg").write_bytes(rotated_jpeg(6))
+    assert inspect_image(tmp_path / "phone.jpg", "qwen3_vl").startswith(
+        "has EXIF orientation 6: viewers show it rotated or flipped, but ms-swift reads the pixels as stored")
+    (tmp_path / "upright.jpg").write_bytes(rotated_jpeg(1))
+    assert not isinstance(inspect_image(tmp_path / "upright.jpg", "qwen3_vl"), str)
+    url = "data:image/jpeg;base64," + base64.b64encode(rotated_jpeg(8)).decode()
+    problems = image_problems([url], "qwen3_vl")
+    assert len(problems) == 1 and problems[0].startswith("image 1 of 1: has EXIF orientation 8")

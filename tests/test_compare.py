@@ -81,3 +81,21 @@ def test_the_headline_has_one_short_key_per_measure_and_model():
     h = headline(out, specs)
     assert h == {"base": {"parse": 0.0, "exact": 0.0, "direction": 0.0, "distance": 0.0, "parse_accuracy": 0.0},
                  "ft": {"parse": 1.0, "exact": 0.0, "direction": 1.0, "distance": 1.0, "parse_accuracy": 1.0}}
+
+
+def test_a_card_draws_the_images_and_marks_each_field(tmp_path):
+    from PIL import Image
+
+    from stages.scoring.cards import RIGHT, THUMB, WRONG, card, picked
+
+    for name, shade in (("a.png", 40), ("b.png", 200)):
+        Image.new("L", (64, 64), shade).save(tmp_path / name)
+    ref = {"direction": "+", "distance": 3, "analysis": "x"}
+    answers = {"base": (None, "failed"), "fine-tuned": ({"direction": "+", "distance": 5, "analysis": "x"}, "ok")}
+    im = card([tmp_path / "a.png", tmp_path / "b.png"], "test item 7", ref, answers, SPECS)
+    assert im.height >= THUMB + 16 and im.getpixel((8 + THUMB // 2, 8 + THUMB // 2)) == (40, 40, 40)   # 64 px -> 192
+    assert im.getpixel((8 + THUMB + 8 + THUMB // 2, 20)) == (200, 200, 200)
+    colours = {c for _, c in im.getcolors(1 << 20)}
+    assert RIGHT in colours and WRONG in colours                  # direction right, distance and base wrong
+    assert picked([9, 4], 30, 3) == {"worst_01.png": 9, "worst_02.png": 4, "sample_01.png": 0, "sample_02.png": 1,
+                                     "sample_03.png": 2}

@@ -65,10 +65,17 @@ def resolve_image(value, place: Place) -> tuple[Path, str] | str:
     return full, place.rel(full)
 
 
-def pixel_problem(mode: str, w: int, h: int, model_type: str) -> str | None:
-    """What the model cannot use faithfully in an image of this mode and size, or None."""
+EXIF_ORIENTATION = 0x0112   # 1: as stored; 2-8: viewers flip and/or rotate it
+
+
+def pixel_problem(mode: str, w: int, h: int, model_type: str, orientation: int = 1) -> str | None:
+    """What the model cannot use faithfully in an image of this mode, size and EXIF orientation, or None."""
     if not w or not h:
         return f"has zero size ({w}x{h} px)"
+    if orientation not in (None, 1):
+        return (f"has EXIF orientation {orientation}: viewers show it rotated or flipped, but ms-swift reads the pixels "
+                "as stored, so the model would see it otherwise than you do; save it with the rotation applied, e.g. "
+                "ImageOps.exif_transpose(Image.open(f)).save(f)")
     if mode in WIDE_MODES:
         return (f"is {WIDE_MODES[mode]}-bit (Pillow mode {mode}): ms-swift would clip it to 8 bits and train on solid "
                 "white; convert it to 8-bit first, scaling its range to 0-255 (README: Your own data)")
@@ -93,6 +100,7 @@ def inspect_image(path: Path, model_type: str) -> ImageInfo | str:
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt, mode, (w, h) = im.format, im.mode, im.size
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
             if fmt == "PNG":
                 im.verify()
         with Image.open(io.BytesIO(data)) as im:
@@ -105,7 +113,7 @@ def inspect_image(path: Path, model_type: str) -> ImageInfo | str:
         return f"is too large to decode safely ({e})"
     except Exception as e:  # noqa: BLE001 - each decoder fails its own way; reported, never skipped
         return f"is truncated or corrupt ({type(e).__name__}: {e})"
-    if problem := pixel_problem(mode, w, h, model_type):
+    if problem := pixel_problem(mode, w, h, model_type, orientation):
         return problem
     return ImageInfo(hashlib.blake2b(data, digest_size=16).digest(), w, h)
 

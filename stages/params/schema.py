@@ -137,6 +137,7 @@ class Score(Section):
     tolerance: dict[str, Annotated[float, Field(ge=0)]]
     max_classes: int = Field(gt=1)
     worst_n: int = Field(ge=0)
+    examples: int = Field(ge=0, le=50)
 
 
 class Params(Section):

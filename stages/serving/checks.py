@@ -8,7 +8,7 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 
-from stages.dataset.checks import pixel_problem
+from stages.dataset.checks import EXIF_ORIENTATION, pixel_problem
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 KEY_ENV = "SERVE_API_KEY"
@@ -67,8 +67,9 @@ def image_problems(values: list, model_type: str) -> list[str]:
         try:
             with Image.open(io.BytesIO(data)) as im:
                 mode, (w, h) = im.mode, im.size
+                orientation = im.getexif().get(EXIF_ORIENTATION, 1)
                 im.load()
-            if problem := pixel_problem(mode, w, h, model_type):
+            if problem := pixel_problem(mode, w, h, model_type, orientation):
                 problems.append(f"image {i} of {len(values)}: {problem.replace(' (README: Your own data)', '')}")
         except UnidentifiedImageError:
             problems.append(f"image {i} of {len(values)}: not an image (no format Pillow reads: PNG, JPEG, TIFF, ...)")
