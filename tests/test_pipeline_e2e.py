@@ -2,6 +2,7 @@
 then an experiment. Real dvc, real swift, real (tiny) model; nothing mocked."""
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -200,6 +201,19 @@ def test_a_b_between_two_experiments_reads_dvc_and_tests_each_measure(reproduced
     assert refused.returncode != 0 and "were tested on different test splits" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
     back_to_commit(repo)
+
+
+def test_plots_diff_of_two_experiments_shows_their_pictures(reproduced):
+    """The example pictures are DVC image plots: `dvc plots diff HEAD rank32` puts each revision's beside the other's,
+    embedded in the page (offline)."""
+    repo = reproduced
+    sh("dvc", "plots", "diff", "HEAD", "rank32", "-o", "plots_ab", cwd=repo)
+    page = (repo / "plots_ab/index.html").read_text(encoding="utf-8")
+    for name in ("worst_01.png", "sample_01.png"):
+        shown = [line for line in page.splitlines() if name in line and "<img" in line]
+        assert len(shown) >= 2, f"{name}: {len(shown)} images"    # one per revision
+    assert "HEAD" in page and "rank32" in page
+    shutil.rmtree(repo / "plots_ab")
 
 
 def test_exp_show_of_three_experiments_fits_a_120_column_terminal(reproduced):

@@ -17,6 +17,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NOT_HERE = {
     "python3.11 -m venv": "the install: CI's first step runs it, on a machine that has nothing",
     "python -m pytest": "the test suite, which this test is part of",
+    "dvc exp run --queue -S seed=": "six whole pipelines (the seeds command then runs on the experiments above; "
+                                    "its grouping and tests: tests/test_experiments.py)",
     "dvc exp run -S data.raw_dir=data/mine -S data.format=filename": "needs a folder of labelled file names: "
                                                                      "tests/test_own_data_e2e.py",
     "dvc exp run -S data.raw_dir=data/mine -S data.format=qa_jsonl": "needs QA JSON Lines: tests/test_own_data_e2e.py",

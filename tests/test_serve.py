@@ -51,7 +51,8 @@ def serving(repo: Path, *args: str, host: str = "127.0.0.1", key: str | None = K
         while True:
             assert proc.poll() is None, log.read_text()[-3000:]
             try:
-                if httpx.get(f"http://{host}:{port}/health", timeout=2).status_code == 200:
+                auth = {"Authorization": f"Bearer {key}"} if key else {}   # the key guards /health too
+                if httpx.get(f"http://{host}:{port}/health", headers=auth, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -153,6 +154,10 @@ def test_a_wrong_or_missing_key_is_a_401(repo, server):
     none = httpx.post(f"{client.base_url}chat/completions", json={"model": "finetuned",
                       "messages": row_messages(row, repo)}, timeout=60)   # no Authorization header at all
     assert none.status_code == 401 and none.headers["www-authenticate"] == "Bearer"
+    for route in ("models", "../health"):   # ms-swift's own check let these through without the key
+        assert httpx.get(f"{client.base_url}{route}", timeout=10).status_code == 401, route
+    listed = httpx.get(f"{client.base_url}models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    assert listed.status_code == 200 and listed.json()["data"][0]["id"] == "finetuned"
 
 
 def test_the_key_appears_in_no_log(server):

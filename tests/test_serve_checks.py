@@ -32,7 +32,24 @@ def test_other_addresses_need_a_key():
     refusal = bind_problem("0.0.0.0", None)
     assert "SERVE_API_KEY" in refusal and "127.0.0.1" in refusal
     assert bind_problem("127.0.0.2", None)           # only the names of this machine count as local
-    assert bind_problem("0.0.0.0", "k3y") is None
+    assert bind_problem("0.0.0.0", "k" * 16) is None
+    short = bind_problem("0.0.0.0", "k3y45")                   # a 5-character key was accepted
+    assert short.startswith("SERVE_API_KEY is 5 characters long; use at least 16 random ones")
+    assert bind_problem("127.0.0.1", "k3y45") == short
+
+
+def test_an_image_too_large_to_decode_is_refused_from_its_header():
+    """A 150 KB PNG of 179 megapixels cost the server ~0.8 GB to decode; now its header is enough to refuse it."""
+    from stages.dataset.checks import pixel_budget
+    from stages.serving.checks import max_pixels
+
+    budget = pixel_budget({"image_max_token_num": 4, "model_type": "qwen3_vl"})
+    assert budget == 4096 and max_pixels(budget) == 1 << 22                 # the tiny default: a phone photo's 4 MP
+    assert max_pixels(pixel_budget({"image_max_token_num": 1280, "model_type": "qwen3_vl"})) == 16 * 1280 * 1024
+    big = png((4096, 1025))                                                 # 4.2 MP, cheap to encode: one colour
+    problems = image_problems([data_url(png()), data_url(big)], "qwen3_vl", max_pixels(budget))
+    assert problems == ["image 2 of 2: 4096x1025 px (4.2 MP); this server decodes at most 4.2 MP (16 times what the "
+                        "model sees, which it would downscale to): send it smaller"]
 
 
 def test_a_taken_port_is_refused_not_moved():

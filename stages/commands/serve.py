@@ -17,7 +17,8 @@ import tempfile
 
 from stages.common import ROOT, read_jsonl, setup_logging, stage_params, swift_env
 from stages.infer import TEST, adapter_trained, generation_argv, model_argv
-from stages.serving.checks import KEY_ENV, LOCAL_HOSTS, bind_problem, dataset_shape
+from stages.dataset.checks import pixel_budget
+from stages.serving.checks import KEY_ENV, LOCAL_HOSTS, bind_problem, dataset_shape, max_pixels
 
 MODELS = {"finetuned": "models/adapter", "base": "models/base", "merged": "models/merged"}
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.host not in LOCAL_HOSTS:   # other machines' requests may not name files on this one
             os.environ.setdefault("SWIFT_MEDIA_ALLOWED_DIRS", empty)
         Server(deploy_argv(p, which, full, args.host, args.port, system, max_length), key, counts,
-               int(args.max_request_mb * 2**20), p["model"]["model_type"]).main()
+               int(args.max_request_mb * 2**20), p["model"]["model_type"], max_pixels(pixel_budget(p["model"]))).main()
 
 
 if __name__ == "__main__":

@@ -100,13 +100,13 @@ def inspect_image(path: Path, model_type: str) -> ImageInfo | str:
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt, mode, (w, h) = im.format, im.mode, im.size
-            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
             if fmt == "PNG":
                 im.verify()
         with Image.open(io.BytesIO(data)) as im:
             if fmt == "JPEG":
                 im.draft(im.mode, (max(1, w // 8), max(1, h // 8)))
             im.load()
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
     except UnidentifiedImageError:
         return f"is not an image in a supported format; expected {FORMATS}"
     except Image.DecompressionBombError as e:

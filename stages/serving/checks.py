@@ -12,12 +12,16 @@ from stages.dataset.checks import EXIF_ORIENTATION, pixel_problem
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 KEY_ENV = "SERVE_API_KEY"
+MIN_KEY_LENGTH = 16   # characters: a short key is guessed by trying
 IMAGE_PARTS = frozenset({"image", "image_url"})
 
 
 def bind_problem(host: str, key: str | None) -> str | None:
     """A server reachable from other machines answers anyone who can route to it (and ms-swift fetches
     the image URLs a request names), so it needs a key there; on this machine alone it may run without."""
+    if key is not None and len(key) < MIN_KEY_LENGTH:
+        return (f"{KEY_ENV} is {len(key)} characters long; use at least {MIN_KEY_LENGTH} random ones, e.g. "
+                f"export {KEY_ENV}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     if host in LOCAL_HOSTS or key:
         return None
     return (f"--host {host} makes the server reachable from other machines: set an API key in the environment "
@@ -56,9 +60,16 @@ def inline_bytes(value) -> bytes | None:
         return b""   # not base64: no image decodes from it
 
 
-def image_problems(values: list, model_type: str) -> list[str]:
+def max_pixels(budget: int) -> int:
+    """The largest image the server decodes: 16 times the pixels the model sees (`budget`; ms-swift downscales
+    anything larger to it), and at least 4 MP, a phone photo. A 150 KB PNG can hold 179 MP (0.8 GB decoded)."""
+    return max(16 * budget, 1 << 22)
+
+
+def image_problems(values: list, model_type: str, most_pixels: int = 1 << 22) -> list[str]:
     """Every image that does not decode, by its place in the request, decoded in full (a truncated PNG opens
-    and only fails on reading its pixels), or that the model cannot use faithfully (the build stage's limits)."""
+    and only fails on reading its pixels), or that the model cannot use faithfully (the build stage's limits).
+    An image over `most_pixels` is refused from its header, before its pixels are decoded."""
     problems = []
     for i, value in enumerate(values, 1):
         data = inline_bytes(value)
@@ -67,6 +78,11 @@ def image_problems(values: list, model_type: str) -> list[str]:
         try:
             with Image.open(io.BytesIO(data)) as im:
                 mode, (w, h) = im.mode, im.size
+                if w * h > most_pixels:
+                    problems.append(f"image {i} of {len(values)}: {w}x{h} px ({w * h / 1e6:.1f} MP); this server "
+                                    f"decodes at most {most_pixels / 1e6:.1f} MP (16 times what the model sees, which "
+                                    "it would downscale to): send it smaller")
+                    continue
                 orientation = im.getexif().get(EXIF_ORIENTATION, 1)
                 im.load()
             if problem := pixel_problem(mode, w, h, model_type, orientation):

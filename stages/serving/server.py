@@ -20,10 +20,15 @@ def error(status: HTTPStatus, message: str, **headers) -> JSONResponse:
 
 
 class Server(SwiftDeploy):
+    # requests whose images are checked at once: each decodes at most (images x max_pixels), so this bounds the memory
+    # the checks take under many concurrent requests
+    DECODING_AT_ONCE = 2
+
     def __init__(self, argv: list[str], key: str | None, image_counts: set[int], max_request_bytes: int,
-                 model_type: str):
+                 model_type: str, most_pixels: int):
         self._key = key.encode() if key else None
-        self._model_type = model_type
+        self._model_type, self._most_pixels = model_type, most_pixels
+        self._decoding = asyncio.Semaphore(self.DECODING_AT_ONCE)
         self._image_counts = image_counts
         self._max_request_bytes = max_request_bytes
         super().__init__(argv)
@@ -39,7 +44,7 @@ class Server(SwiftDeploy):
 
         @self.app.middleware("http")
         async def guard(request: Request, call_next):
-            if self._key and request.url.path not in self._AUTH_EXEMPT_PATHS:
+            if self._key:   # every route, /v1/models and /health too: ms-swift's exempts those
                 sent = request.headers.get("authorization", "")
                 if not (sent.startswith("Bearer ") and secrets.compare_digest(sent[7:].encode(), self._key)):
                     return error(HTTPStatus.UNAUTHORIZED, "missing or wrong API key: send the server's key as "
@@ -63,7 +68,9 @@ class Server(SwiftDeploy):
         images = image_values(request.messages, request.images)
         wrong_count = image_count_problem(len(images), self._image_counts)
         # decoding a large image must not hold up the other requests: off the event loop
-        problems = ([wrong_count] if wrong_count else []) + await asyncio.to_thread(image_problems, images, self._model_type)
+        async with self._decoding:
+            problems = await asyncio.to_thread(image_problems, images, self._model_type, self._most_pixels)
+        problems = ([wrong_count] if wrong_count else []) + problems
         if problems:
             return error(HTTPStatus.BAD_REQUEST, "; ".join(problems))
         return await super().create_chat_completion(request, raw_request, return_cmpl_response=return_cmpl_response)
