@@ -8,6 +8,8 @@ paired test.
                                    score, repaired_rate, the mean absolute error of each numeric field and the chrF
                                    of each text field)
   metrics/compare.md               the same as a table, with the test and the number of items behind each row
+  metrics/plots/examples/          pictures (DVC image plots) of the fine-tuned model's worst items and of the first
+                                   items of the test split: the images beside the expected, base and fine-tuned answers
 
 Right/wrong measures are paired per item and tested with McNemar's exact test (only the items on which the two
 models disagree carry information); a numeric field's absolute errors, on the items both models answered with a
@@ -23,8 +25,8 @@ import sys
 
 from stages.common import ROOT, drop_stale, read_jsonl, setup_logging, stage_params, test_set_marker, write_json
 from stages.scoring.answers import parse_response, value
-from stages.scoring.fields import check_predictions, headline_names, reference
 from stages.scoring.cards import card, picked
+from stages.scoring.fields import check_predictions, headline_names, reference
 from stages.scoring.measures import abs_errors, outcomes, text_scores, worst
 from stages.scoring.paired import paired_binary, paired_errors
 from stages.storage.atomic import atomic_dir, write_atomic

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from stages.build import DataError
-from stages.dataset.checks import check_messages, inspect_image, pixel_budget, resolve_image
+from stages.dataset.checks import check_messages, pixel_budget, resolve_image
+from stages.dataset.images import inspect_image
 from stages.dataset.formats import detect
 from stages.dataset.formats.filename import decode, parse_label_map
 from stages.dataset.formats.table import typed

@@ -430,3 +430,39 @@ def test_nan_or_infinity_in_a_json_answer_is_refused(raw):
     found = problems(raw, format="qa_jsonl", labels="qa.jsonl")
     assert found[1:] == [f"  data/raw/qa.jsonl:{n}: the answer's field(s) distance are NaN or Infinity, which JSON does "
                          "not allow and no model answer can match; expected a finite number" for n in (2, 4)]
+
+
+def test_tables_from_other_locales_are_read_or_named(raw):
+    """A semicolon-delimited CSV (Excel where the decimal mark is a comma), header names with spaces around them and a
+    file name in the other Unicode form (macOS writes NFD) are read as meant; a decimal comma is named with its lines."""
+    import unicodedata
+
+    name = unicodedata.normalize("NFD", "images/café.png")                 # on disk decomposed, in the table composed
+    raw.image(name)
+    rows = [f"g{i};{raw.image(f'images/g{i}.png')};{i}" for i in range(4)] + ["c;images/café.png;5"]
+    table(raw, *rows, header="id ; image ; label")
+    stream = io.StringIO()
+    build_dataset(cfg(), MODEL, SCORE, 0, stream, raw.root)
+    written = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(written) == 5 and written[-1]["messages"][-1]["content"] == '{"label": 5}'   # typed: a number
+    assert any(r["images"] == [f"data/raw/{name}"] for r in written)
+    table(raw, *[f"g{i};images/g{i}.png;{i},5" for i in range(4)], "x;images/g0.png;7", header="id;image;label")
+    said = problems(raw)
+    assert ("  data/raw/labels.csv: column label holds numbers written with a comma (a decimal comma or a thousands "
+            "separator), line(s) 2 ('0,5'), 3 ('1,5'), 4 ('2,5'), 5 ('3,5'); expected plain numbers with a decimal "
+            "point (5.5, 1000): save the table with '.' as the decimal mark") in said, said
+
+
+def test_an_inline_data_uri_is_named_as_such(raw):
+    table(raw, *four_good_rows(raw), 'x,"data:image/png;base64,iVBORw0KGgo=",ok')
+    assert problems(raw)[1].startswith("  data/raw/labels.csv:6: image 'data:image/png;base64,iVBORw0KGgo=' is a data: "
+                                       "URI (the bytes inline); expected a file in the data folder")
+
+
+def test_nan_in_a_jsonl_table_is_named_as_nan_not_as_empty(raw):
+    lines = [json.dumps({"id": f"g{i}", "image": raw.image(f"images/g{i}.png"), "label": i}) for i in range(4)]
+    (raw / "labels.jsonl").write_text("\n".join(lines + ['{"id": "x", "image": "images/g0.png", "label": NaN}']) + "\n",
+                                      encoding="utf-8")
+    said = problems(raw, labels="labels.jsonl")
+    assert said[1:] == ["  data/raw/labels.jsonl:5: label is NaN, which JSON does not allow (Python's json writes it "
+                        "for a missing number); expected a number"], said

@@ -72,7 +72,11 @@ def test_welch_needs_two_seeds_a_side_and_tells_a_real_gap():
 
 
 def test_the_seed_report_states_spread_and_detectable_difference():
-    out = report(configurations(runs(SHOW)))
-    assert "lora.rank=8: 3 seed(s) (42, 1, 2)" in out
-    assert f"smallest difference 3 seeds tell apart: {100 * 2.8 * 0.01 * math.sqrt(2 / 3):.2f} points" in out
-    assert "vs lora.rank=8: +2.50 points, Welch p" in out and "(beyond the seed spread)" in out
+    lines = report(configurations(runs(SHOW))).splitlines()
+    assert lines[0] == "lora.rank=8: 3 seed(s) (42, 1, 2)"
+    assert lines[1].split() == ["measure", "mean", "%", "sd", "min", "..", "max", "tells", "apart"]
+    assert lines[2].split() == ["direction", "96.00", "1.00", "95.00", "..", "97.00",
+                                f"{100 * 2.8 * 0.01 * math.sqrt(2 / 3):.2f}"]
+    rank32 = lines[lines.index("lora.rank=32: 3 seed(s) (42, 1, 2)") + 2].split()
+    assert rank32[:2] == ["direction", "98.50"] and rank32[-3] == "+2.50" and rank32[-1] == "*"
+    assert max(map(len, lines)) <= 120

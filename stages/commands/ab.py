@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 
 from stages.common import ROOT
 from stages.compare import compare
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     result = compare(refs, parsed[0], parsed[1], specs)
     print(table(result, args.a, args.b))
     print()
-    print(verdict(result))
+    print(textwrap.fill(verdict(result), 118))
     sys.stdout.flush()
 
 

@@ -80,26 +80,31 @@ def welch(a: list[float], b: list[float]) -> float | None:
 
 
 def report(named: dict[str, list[dict]]) -> str:
+    """Per configuration, a row per measure: mean, spread and range over its seeds (%), the smallest difference its
+    number of seeds tells apart, and against the first configuration the difference of means and Welch's p."""
     stats = summary(named)
     first = next(iter(named))
+    pct = lambda x: "-" if x is None else f"{100 * x:.2f}"   # noqa: E731
     lines = []
     for name, per in stats.items():
-        lines.append(f"{name}: {len(named[name])} seed(s) ({', '.join(str(r['params'].get('seed')) for r in named[name])})")
-        for m, s in per.items():
-            sd = "-" if s["sd"] is None else f"{100 * s['sd']:.2f}"
-            detect = ("-" if s["sd"] is None else
-                      f"{100 * POWER_FACTOR * s['sd'] * math.sqrt(2 / s['n']):.2f}")
-            line = (f"  {m:<14} mean {100 * s['mean']:6.2f} %  sd {sd:>5} points  range {100 * s['min']:.2f}.."
-                    f"{100 * s['max']:.2f}  smallest difference {s['n']} seeds tell apart: {detect} points")
+        seeds = ", ".join(str(r["params"].get("seed")) for r in named[name])
+        lines += ["", f"{name}: {len(named[name])} seed(s) ({seeds})"]
+        rows = [("measure", "mean %", "sd", "min .. max", "tells apart", f"vs {first}", "Welch p")]
+        for m, st in per.items():
+            detect = None if st["sd"] is None else POWER_FACTOR * st["sd"] * math.sqrt(2 / st["n"])
+            diff = p = None
             if name != first and m in stats[first]:
-                a = [r["metrics"][m] for r in named[first]]
-                b = [r["metrics"][m] for r in named[name]]
-                p = welch(a, b)
-                line += (f"\n  {'':<14} vs {first}: {100 * (mean(b) - mean(a)):+.2f} points, Welch p "
-                         f"{'-' if p is None else f'{p:.3g}'}"
-                         f"{' (beyond the seed spread)' if p is not None and p < 0.05 else ''}")
-            lines.append(line)
-    return "\n".join(lines)
+                a, b = ([r["metrics"][m] for r in named[c]] for c in (first, name))
+                diff, p = mean(b) - mean(a), welch(a, b)
+            rows.append((m, pct(st["mean"]), pct(st["sd"]), f"{pct(st['min'])} .. {pct(st['max'])}", pct(detect),
+                         "-" if diff is None else f"{100 * diff:+.2f}",
+                         "-" if p is None else f"{p:.3g}" + (" *" if p < 0.05 else "")))
+        rows = [r[:5] for r in rows] if name == first else rows
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines += ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                  .rstrip() for r in rows]
+    return "\n".join(lines[1:] + ["", "sd: the spread over seeds, in points. tells apart: the smallest difference of "
+                                   "means that this many seeds", "detect (5 % level, power 80 %). * Welch p < 0.05."])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,44 +1,26 @@
 """Checks of the build stage: every image path and file, every row's messages, unique ids; and the warning
 about images over the pixel budget (the split's warnings are in stages/dataset/split.py).
 
-Images are checked one at a time and only a digest and a size are kept, so memory does not grow with them.
-Every image is decoded in full (a PNG whose chunks and CRCs are sound can still hold corrupt compressed data, so
-`verify()`, which walks the chunks and CRCs and catches a cut-off file, runs as well), JPEG at 1/8 scale
-(`draft`), which still reads its whole entropy-coded stream. Then the model's own limits:
-what ms-swift's image processing would silently whiten, or refuse mid-training (pixel_problem).
+Images are checked one at a time (stages/dataset/images.py) and only a digest and a size are kept, so memory does
+not grow with them.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
-import io
 import os
+import unicodedata
 from pathlib import Path
-from typing import NamedTuple
 
-from PIL import Image, UnidentifiedImageError
-
+from stages.dataset.images import ImageInfo, inspect_image
 from stages.dataset.records import Place, Record
 
-FORMATS = "JPEG, PNG, WEBP, BMP, GIF or TIFF"
 PATCH_PX = {"qwen3_vl": 16 * 2, "qwen2_5_vl": 14 * 2, "qwen2_vl": 14 * 2}   # vision patch x spatial merge
 ROLES = ("system", "user", "assistant", "tool", "tool_call", "tool_response")
-MAX_RATIO = 200   # the Qwen-VL image processors' smart_resize raises above this aspect ratio
-# transformers' image processors take an axis of length 1 or 3 for the channel axis (infer_channel_dimension_format)
-MIN_SIDE = 4
-# Pillow's 16- and 32-bit modes (16-bit PNG/TIFF from microscope cameras): ms-swift's convert("RGB") clips every
-# value over 255, so a 16-bit frame becomes solid white
-WIDE_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
 
 
 class DataError(ValueError):
     """The input data has problems; the message lists every one of them."""
 
-
-class ImageInfo(NamedTuple):
-    digest: bytes   # of the file's bytes: finds the same image under two names
-    width: int
-    height: int
 
 
 @functools.cache
@@ -54,68 +36,21 @@ def resolve_image(value, place: Place) -> tuple[Path, str] | str:
         return f"image path {value!r} is not a path; expected a path relative to the data folder"
     if "://" in value:
         return f"image {value!r} is a URL; expected a file in the data folder (download it first)"
+    if value.startswith("data:"):
+        return (f"image {value[:40]!r}{'...' if len(value) > 40 else ''} is a data: URI (the bytes inline); expected a "
+                "file in the data folder (save it there)")
     full = Path(os.path.normpath(place.raw_dir / value.replace("\\", "/")))
     if not full.is_relative_to(place.raw_dir):
         return f"image path {value!r} escapes the data folder {place.rel(place.raw_dir)}; expected a path inside it"
+    # the same name in the other Unicode form: macOS writes file names decomposed (NFD), spreadsheets composed (NFC)
+    full = next((alt for form in ("NFC", "NFD") if not full.is_file()
+                 and (alt := Path(unicodedata.normalize(form, str(full)))).is_file()), full)
     if not full.is_file():
         return f"image not found: {place.rel(full)}"
     if not (real := full.resolve()).is_relative_to(real_dir(place.raw_dir)):   # a symbolic link on the way
         return (f"image {place.rel(full)} is a link to {real}, outside the data folder {place.rel(place.raw_dir)}; "
                 "expected a file inside it (copy it in)")
     return full, place.rel(full)
-
-
-EXIF_ORIENTATION = 0x0112   # 1: as stored; 2-8: viewers flip and/or rotate it
-
-
-def pixel_problem(mode: str, w: int, h: int, model_type: str, orientation: int = 1) -> str | None:
-    """What the model cannot use faithfully in an image of this mode, size and EXIF orientation, or None."""
-    if not w or not h:
-        return f"has zero size ({w}x{h} px)"
-    if orientation not in (None, 1):
-        return (f"has EXIF orientation {orientation}: viewers show it rotated or flipped, but ms-swift reads the pixels "
-                "as stored, so the model would see it otherwise than you do; save it with the rotation applied, e.g. "
-                "ImageOps.exif_transpose(Image.open(f)).save(f)")
-    if mode in WIDE_MODES:
-        return (f"is {WIDE_MODES[mode]}-bit (Pillow mode {mode}): ms-swift would clip it to 8 bits and train on solid "
-                "white; convert it to 8-bit first, scaling its range to 0-255 (README: Your own data)")
-    if min(w, h) < MIN_SIDE:
-        return (f"is {w}x{h} px, too small to be read as an image (a side of 1 or 3 px passes for a colour axis); "
-                f"expected at least {MIN_SIDE} px on each side")
-    if max(w, h) / min(w, h) > MAX_RATIO:
-        return (f"has an aspect ratio of {max(w, h) / min(w, h):.1f} ({w}x{h} px); the {model_type} image processor "
-                f"refuses more than {MAX_RATIO}")
-    return None
-
-
-def inspect_image(path: Path, model_type: str) -> ImageInfo | str:
-    """Digest and size of an image file, or what is wrong with it (empty, not an image, truncated, beyond the
-    model's limits)."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        return f"cannot be read ({e.strerror})"
-    if not data:
-        return "is empty (0 bytes)"
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt, mode, (w, h) = im.format, im.mode, im.size
-            if fmt == "PNG":
-                im.verify()
-        with Image.open(io.BytesIO(data)) as im:
-            if fmt == "JPEG":
-                im.draft(im.mode, (max(1, w // 8), max(1, h // 8)))
-            im.load()
-            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
-    except UnidentifiedImageError:
-        return f"is not an image in a supported format; expected {FORMATS}"
-    except Image.DecompressionBombError as e:
-        return f"is too large to decode safely ({e})"
-    except Exception as e:  # noqa: BLE001 - each decoder fails its own way; reported, never skipped
-        return f"is truncated or corrupt ({type(e).__name__}: {e})"
-    if problem := pixel_problem(mode, w, h, model_type, orientation):
-        return problem
-    return ImageInfo(hashlib.blake2b(data, digest_size=16).digest(), w, h)
 
 
 def check_messages(row: dict) -> list[str]:

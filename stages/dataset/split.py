@@ -8,7 +8,8 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from stages.common import count
-from stages.dataset.checks import DataError, ImageInfo
+from stages.dataset.checks import DataError
+from stages.dataset.images import ImageInfo
 from stages.dataset.rows import last_content
 
 

@@ -12,9 +12,9 @@ from PIL import Image, ImageDraw, ImageFont
 from stages.scoring.answers import label, value
 from stages.scoring.measures import correct
 
-THUMB = 192          # px: the height each input image is drawn at (the embedded default's are 64 px: x3, unsmoothed)
+THUMB = 160          # px: the height each input image is drawn at (the embedded default's 64 px: x2.5, unsmoothed)
 TEXT = 15            # px: font size
-WIDTH = 520          # px: the text column
+WIDTH = 380          # px: the text column (a card is ~730 px wide: two revisions side by side fit a screen)
 RIGHT, WRONG, INK, GREY = (18, 130, 60), (200, 40, 40), (20, 20, 20), (110, 110, 110)
 # Fonts with CJK glyphs where systems keep them (Debian/Ubuntu fonts-noto-cjk, fonts-wqy-zenhei, macOS, Windows);
 # without one, Chinese answers are drawn as empty boxes (the log says so once)

@@ -8,7 +8,7 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 
-from stages.dataset.checks import EXIF_ORIENTATION, pixel_problem
+from stages.dataset.images import EXIF_ORIENTATION, pixel_problem
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 KEY_ENV = "SERVE_API_KEY"

@@ -13,6 +13,7 @@ from stages.dataset.records import Place, Record, answer_text, is_empty, swift_r
 from stages.dataset.sources import jsonl_objects, text_lines
 
 INT = r"[+-]?(0|[1-9]\d*)"
+DECIMAL_COMMA = r"[+-]?\d+,\d+"   # 5,5: a number as European spreadsheets write it
 FLOAT = r"[+-]?((0|[1-9]\d*)(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
 FOLDER = False
 MISSING = {"nan", "-nan", "na", "n/a", "null", "none", "inf", "+inf", "-inf", "infinity", "-infinity", "-", "?",
@@ -21,6 +22,15 @@ MISSING = {"nan", "-nan", "na", "n/a", "null", "none", "inf", "+inf", "-inf", "i
 
 def detects(path: Path, first) -> bool:
     return path.suffix in (".csv", ".tsv")
+
+
+def delimiter(path: Path) -> str:
+    """Tab for .tsv; for .csv a comma, or a semicolon when the header has semicolons and no comma (Excel in a locale
+    whose decimal mark is the comma saves 'CSV' so)."""
+    if path.suffix == ".tsv":
+        return "\t"
+    first = next((text for _, text in text_lines(path, "", []) if text.strip()), "")
+    return ";" if ";" in first and "," not in first else ","
 
 
 def csv_records(path: Path, sep: str, where: str, problems: list[str]) -> tuple[list[str], list[tuple[int, list]]]:
@@ -39,7 +49,7 @@ def csv_records(path: Path, sep: str, where: str, problems: list[str]) -> tuple[
             if not fields or (len(fields) == 1 and not fields[0].strip()):   # a blank line, as pandas skips it
                 continue
             if header is None:
-                header = fields
+                header = [f.strip() for f in fields]   # "image_1, image_2": the names without the spaces
             elif len(fields) != len(header):
                 problems.append(f"{where}:{start}: malformed row: {len(fields)} fields, expected {len(header)} "
                                 f"like the header ({', '.join(header)}); quote values that contain {sep!r}")
@@ -67,6 +77,16 @@ def typed(cells: pd.Series) -> list:
     else:
         kind = str
     return [None if is_empty(v) else kind(v) for v in cells.astype(object)]
+
+
+def decimal_commas(cells: pd.Series, lines: list[int]) -> list[tuple[int, str]]:
+    """(line, cell) of numbers written with a decimal comma in a column of numbers: typed as text otherwise."""
+    text = cells.dropna().astype(str).str.strip()
+    commas = text.str.fullmatch(DECIMAL_COMMA)
+    if not commas.any() or not (commas | text.str.fullmatch(FLOAT)).all():
+        return []
+    at = dict(zip(cells.index, lines))
+    return [(at[i], v) for i, v in text[commas].items()]
 
 
 def not_numbers(cells: pd.Series, lines: list[int]) -> list[tuple[int, str]]:
@@ -121,6 +141,9 @@ def read(path: Path, cfg: dict, place: Place, problems: list[str], exclude: set[
         for n, obj in jsonl_objects(path, where, problems):
             if missing := [c for c in needed if c not in obj]:
                 problems.append(f"{where}:{n}: missing key(s) {', '.join(missing)}; the row has {', '.join(obj)}")
+            elif nan := [c for c in cols["answer"] if isinstance(obj[c], float) and obj[c] != obj[c]]:
+                problems.append(f"{where}:{n}: {', '.join(nan)} is NaN, which JSON does not allow (Python's json "
+                                "writes it for a missing number); expected a number")
             else:
                 plain = plain_text(cfg, [obj[c] for c in cols["answer"]])
                 yield table_record(obj, f"{where}:{n}", f"{path.stem}-{n}", cfg, problems, plain)
@@ -129,7 +152,7 @@ def read(path: Path, cfg: dict, place: Place, problems: list[str], exclude: set[
         problems.append(f"{where}: unsupported labels format {path.suffix!r}; expected .csv, .tsv or .jsonl "
                         "(export spreadsheets as 'CSV UTF-8')")
         return
-    header, rows = csv_records(path, "\t" if path.suffix == ".tsv" else ",", where, problems)
+    header, rows = csv_records(path, delimiter(path), where, problems)
     lines = [n for n, _ in rows]
     df = pd.DataFrame([fields for _, fields in rows], columns=header, dtype=object)
     df = df.mask(df == "")   # an empty cell is NaN, as pandas reads it
@@ -144,6 +167,11 @@ def read(path: Path, cfg: dict, place: Place, problems: list[str], exclude: set[
                         "appear more than once in the header; expected each column once")
         return
     for col in cols["answer"]:
+        if commas := decimal_commas(df[col], lines):
+            problems.append(f"{where}: column {col} holds numbers written with a comma (a decimal comma or a thousands "
+                            f"separator), line(s) {', '.join(f'{n} ({v!r})' for n, v in commas[:5])}"
+                            f"{', ...' if len(commas) > 5 else ''}; expected plain numbers with a decimal point (5.5, "
+                            "1000): save the table with '.' as the decimal mark")
         if bad := not_numbers(df[col], lines):
             problems.append(f"{where}: column {col} holds numbers, but line(s) "
                             f"{', '.join(f'{n} ({v!r})' for n, v in bad[:5])}{', ...' if len(bad) > 5 else ''} "
