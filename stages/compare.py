@@ -1,8 +1,9 @@
 """Stage `compare`: base against fine-tuned on the same test items, with the difference's 95 % interval and a
 paired test.
 
-  metrics/headline.json            `dvc metrics show` and `dvc exp show`: per model (base, ft) the strict parse rate,
-                                   exact match and each field's main score, one short column each
+  metrics/headline.json            `dvc metrics show` and `dvc exp show`: the fine-tuned model's strict parse rate,
+                                   exact match and each field's main score, then the base model's (base.*), one short
+                                   column each
   metrics/compare/<measure>.json   base, finetuned, diff, ci95_lower, ci95_upper, p_value: one row each of
                                    `dvc metrics show metrics/compare` (parse_rate, exact_match, each field's main
                                    score, repaired_rate, the mean absolute error of each numeric field and the chrF
@@ -53,12 +54,14 @@ HEADLINE = {"parse_rate": "parse", "exact_match": "exact"}   # short names: `dvc
 
 
 def headline(result: dict[str, tuple], specs: dict) -> dict:
-    """metrics/headline.json, the one metrics file declared in dvc.yaml: per model (base, ft = fine-tuned) the strict
-    parse rate, exact match and each field's main score under the field's own name, so that `dvc exp show` has one
-    short column per measure and model (the intervals and tests are in metrics/compare/)."""
-    names = {**HEADLINE, **{m: f if f not in HEADLINE.values() else m for f, m in headline_names(specs).items()}}
-    return {model: {short: result[name][0][key] for name, short in names.items()}
-            for model, key in (("base", "base"), ("ft", "finetuned"))}
+    """metrics/headline.json, the one metrics file declared in dvc.yaml: the fine-tuned model's strict parse rate,
+    exact match and each field's main score under the field's own name, then the base model's under `base`, so that
+    `dvc exp show` has one short column per measure (`direction`, `base.direction`; a field named parse, exact or
+    base keeps its long name). The intervals and tests are in metrics/compare/."""
+    taken = {*HEADLINE.values(), "base"}
+    names = {**HEADLINE, **{m: f if f not in taken else m for f, m in headline_names(specs).items()}}
+    return {**{short: result[name][0]["finetuned"] for name, short in names.items()},
+            "base": {short: result[name][0]["base"] for name, short in names.items()}}
 
 
 def file_stem(name: str) -> str:

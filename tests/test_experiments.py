@@ -44,7 +44,7 @@ def exp(name: str, seed: int, rank: int, direction: float) -> dict:
     """One revision of `dvc exp show --json`, as DVC 3 writes it."""
     return {"rev": name, "name": name, "data": {
         "params": {"params.yaml": {"data": {"seed": seed, "lora": {"rank": rank, "alpha": 32}}}},
-        "metrics": {"metrics/headline.json": {"data": {"base": {"direction": 0.0}, "ft": {"direction": direction}}}}}}
+        "metrics": {"metrics/headline.json": {"data": {"direction": direction, "base": {"direction": 0.0}}}}}}
 
 
 SHOW = [{"rev": "workspace", **exp("workspace", 3, 32, 0.99)},

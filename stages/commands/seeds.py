@@ -24,7 +24,6 @@ from scipy.stats import ttest_ind
 from stages.common import ROOT
 from stages.params.tree import flatten
 
-MODEL = "ft"
 POWER_FACTOR = 2.8   # z(0.975) + z(0.80) = 1.96 + 0.84: the difference detected 80 % of the time at the 5 % level
 
 
@@ -37,9 +36,9 @@ def runs(show: list[dict]) -> list[dict]:
         data = rev.get("data") or {}
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
         metrics = ((data.get("metrics") or {}).get("metrics/headline.json") or {}).get("data")
-        if rev.get("rev") != "workspace" and not rev.get("error") and params and metrics and MODEL in metrics:
+        if rev.get("rev") != "workspace" and not rev.get("error") and params and metrics:
             found.append({"name": rev.get("name") or rev.get("rev", "")[:7], "params": flatten(params),
-                          "metrics": metrics[MODEL]})
+                          "metrics": {k: v for k, v in metrics.items() if k != "base"}})   # the fine-tuned model's
     return found
 
 
