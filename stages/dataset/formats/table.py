@@ -132,21 +132,27 @@ def table_record(rec: dict, where: str, default_id: str, cfg: dict, problems: li
     return Record(where, swift_row(sid, images, question, answer_text(answer), system))
 
 
+def jsonl_table(path: Path, cfg: dict, where: str, needed: list[str], problems: list[str]) -> Iterator[Record]:
+    """Rows of a .jsonl table: the JSON types are kept."""
+    answer_cols = cfg["columns"]["answer"]
+    for n, obj in jsonl_objects(path, where, problems):
+        if missing := [c for c in needed if c not in obj]:
+            problems.append(f"{where}:{n}: missing key(s) {', '.join(missing)}; the row has {', '.join(obj)}")
+        elif nan := [c for c in answer_cols if isinstance(obj[c], float) and obj[c] != obj[c]]:
+            problems.append(f"{where}:{n}: {', '.join(nan)} is NaN, which JSON does not allow (Python's json "
+                            "writes it for a missing number); expected a number")
+        else:
+            plain = plain_text(cfg, [obj[c] for c in answer_cols])
+            yield table_record(obj, f"{where}:{n}", f"{path.stem}-{n}", cfg, problems, plain)
+
+
 def read(path: Path, cfg: dict, place: Place, problems: list[str], exclude: set[Path]) -> Iterator[Record]:
     """Rows of a .csv/.tsv/.jsonl table. JSONL values keep their JSON types; CSV/TSV cells are typed per column
     (`typed`); rows without an id column get `<file stem>-<line>`."""
     cols, where = cfg["columns"], place.rel(path)
     needed = [c for c in (cols["id"], *cols["images"], *cols["answer"], cols["question"], cols["system"]) if c]
     if path.suffix == ".jsonl":
-        for n, obj in jsonl_objects(path, where, problems):
-            if missing := [c for c in needed if c not in obj]:
-                problems.append(f"{where}:{n}: missing key(s) {', '.join(missing)}; the row has {', '.join(obj)}")
-            elif nan := [c for c in cols["answer"] if isinstance(obj[c], float) and obj[c] != obj[c]]:
-                problems.append(f"{where}:{n}: {', '.join(nan)} is NaN, which JSON does not allow (Python's json "
-                                "writes it for a missing number); expected a number")
-            else:
-                plain = plain_text(cfg, [obj[c] for c in cols["answer"]])
-                yield table_record(obj, f"{where}:{n}", f"{path.stem}-{n}", cfg, problems, plain)
+        yield from jsonl_table(path, cfg, where, needed, problems)
         return
     if path.suffix not in (".csv", ".tsv"):
         problems.append(f"{where}: unsupported labels format {path.suffix!r}; expected .csv, .tsv or .jsonl "
