@@ -212,3 +212,8 @@ def test_an_image_viewers_rotate_is_refused_at_build_and_by_the_server(tmp_path)
     url = "data:image/jpeg;base64," + base64.b64encode(rotated_jpeg(8)).decode()
     problems = image_problems([url], "qwen3_vl")
     assert len(problems) == 1 and problems[0].startswith("image 1 of 1: has EXIF orientation 8")
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "stages.commands.predict", str(tmp_path / "phone.jpg"),
+                        str(tmp_path / "upright.jpg")], cwd=Path(__file__).parent.parent, capture_output=True, text=True)
+    assert r.returncode == 2 and "phone.jpg has EXIF orientation 6" in r.stderr and "Traceback" not in r.stderr

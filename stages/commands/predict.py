@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from stages.common import load_params, read_jsonl, run, swift_env, write_jsonl
+from stages.dataset.images import inspect_image
 from stages.dataset.records import swift_row
 from stages.infer import adapter_trained, infer_argv
 from stages.scoring.answers import parse_answer
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     if missing := [str(i) for i in args.images if not i.is_file()]:
         ap.error(f"image not found: {', '.join(missing)}")
     p = load_params()
+    checked = {str(i): inspect_image(i, p["model"]["model_type"]) for i in args.images}   # the build stage's checks
+    if bad := [f"{i} {problem}" for i, problem in checked.items() if isinstance(problem, str)]:
+        ap.error("; ".join(bad))
     which = "base" if args.base else "finetuned"
     with tempfile.TemporaryDirectory(prefix="predict-") as tmp:   # nothing left in the repository
         one, result = Path(tmp) / "request.jsonl", Path(tmp) / "result.jsonl"
