@@ -55,15 +55,20 @@ def parse_response(text: str, kind: str) -> tuple[dict | None, str]:
     return ({TEXT_FIELD: cleaned}, "ok" if cleaned == text.strip() else "repaired") if cleaned else (None, "failed")
 
 
+def complete(pred: dict | None, fields) -> bool:
+    """Every field has a value (`value`): not missing, null or ""."""
+    return all(value(pred, f) is not None for f in fields)
+
+
 def strictly_valid(pred: dict | None, status: str, fields) -> bool:
     """The response was the answer as it stands (status `ok`: no repair) and it gives every field a value; an
     object with a field missing, or one json-repair rebuilt (`{"direction":}` -> {"direction": ""}), is not."""
-    return status == "ok" and all(value(pred, f) is not None for f in fields)
+    return status == "ok" and complete(pred, fields)
 
 
 def repaired_only(pred: dict | None, status: str, fields) -> bool:
     """Every field has a value, but only after repair: valid had the model's text been cleaned up."""
-    return status == "repaired" and all(value(pred, f) is not None for f in fields)
+    return status == "repaired" and complete(pred, fields)
 
 
 def value(pred: dict | None, field: str):

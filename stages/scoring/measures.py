@@ -35,7 +35,8 @@ def outcomes(pairs: list[tuple[dict, dict | None]], specs: dict[str, dict], stat
     """Per test item, right or wrong by each headline measure: parse rate (strictly valid: no repair, every field),
     exact match, each field's main score, then the share valid only after repair. The same lists for two models on
     the same items are what a paired test compares."""
-    out = {"parse_rate": [strictly_valid(p, st, specs) for (_, p), st in zip(pairs, statuses)],
+    strict, repaired = parse_outcomes(pairs, specs, statuses)
+    out = {"parse_rate": strict,
            "exact_match": [p is not None and all(correct(s, r[f], value(p, f)) for f, s in specs.items())
                            for r, p in pairs]}
     for f, name in headline_names(specs).items():
@@ -48,8 +49,15 @@ def outcomes(pairs: list[tuple[dict, dict | None]], specs: dict[str, dict], stat
                          for r, p in pairs]
         else:
             out[name] = [correct(spec, r[f], value(p, f)) for r, p in pairs]
-    out["repaired_rate"] = [repaired_only(p, st, specs) for (_, p), st in zip(pairs, statuses)]
+    out["repaired_rate"] = repaired
     return out
+
+
+def parse_outcomes(pairs: list[tuple[dict, dict | None]], specs: dict[str, dict],
+                   statuses: list[str]) -> tuple[list[bool], list[bool]]:
+    """Per item: strictly valid (no repair, every field), and valid only after repair."""
+    return ([strictly_valid(p, st, specs) for (_, p), st in zip(pairs, statuses)],
+            [repaired_only(p, st, specs) for (_, p), st in zip(pairs, statuses)])
 
 
 def abs_errors(pairs: list[tuple[dict, dict | None]], field: str) -> list[float | None]:
@@ -124,9 +132,8 @@ def score(pairs: list[tuple[dict, dict | None]], specs: dict[str, dict], statuse
     field only after repair; the fields are scored on the parsed answers, repaired or not."""
     n = len(pairs)
     exact = sum(p is not None and all(correct(s, r[f], value(p, f)) for f, s in specs.items()) for r, p in pairs)
-    strict = sum(strictly_valid(p, st, specs) for (_, p), st in zip(pairs, statuses))
-    repaired = sum(repaired_only(p, st, specs) for (_, p), st in zip(pairs, statuses))
-    out = {"n": n, **rate("parse_rate", strict, n), **rate("repaired_rate", repaired, n),
+    strict, repaired = parse_outcomes(pairs, specs, statuses)
+    out = {"n": n, **rate("parse_rate", sum(strict), n), **rate("repaired_rate", sum(repaired), n),
            **rate("exact_match", exact, n), "fields": {}}
     for f, spec in specs.items():
         refs, preds = [r[f] for r, _ in pairs], [value(p, f) for _, p in pairs]
